@@ -1,6 +1,8 @@
 /** The services of the local stack, in start order (the registry needs nothing; the worker needs all). */
 import type { StackService } from "./types.ts";
+import { kafkaService } from "./kafka.ts";
 
 export const services: StackService[] = [
+  kafkaService,
   // each service module adds itself here, e.g. `postgresService`
 ];

@@ -1,0 +1,373 @@
+/**
+ * Kafka for the local stack: a single KRaft node (combined broker + controller) run as a plain
+ * `java -cp '<libs>/*' kafka.Kafka <config>` process. The jars come from Maven Central through
+ * stack/kafka/pom.xml and are cached per version in `<cacheDir>/kafka-<version>/libs`; data, the
+ * generated server.properties, the cluster id, the pid file and the log live in `<stateDir>/kafka/`.
+ *
+ * Storage is formatted once (static quorum: `controller.quorum.voters` + `--cluster-id`), so restarts,
+ * including after SIGKILL, keep topics and committed offsets; Kafka recovers unflushed segments itself.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Kafka, logLevel } from "kafkajs";
+import {
+  aptInstall,
+  commandExists,
+  ensureDir,
+  isAlive,
+  portOpen,
+  readPid,
+  runLogged,
+  startDetached,
+  stopPid,
+  waitFor,
+} from "./process.ts";
+import type { ServiceStatus, StackContext, StackService } from "./types.ts";
+
+export const KAFKA_VERSION = "4.4.0";
+
+/** stack/kafka/: pom.xml and log4j2.properties. */
+const supportDir = fileURLToPath(new URL("./kafka/", import.meta.url));
+const pomFile = join(supportDir, "pom.xml");
+const log4jFile = join(supportDir, "log4j2.properties");
+
+const JVM_OPTS = [
+  "-Xms256m",
+  "-Xmx1g",
+  "-XX:+UseG1GC",
+  "-XX:MaxGCPauseMillis=20",
+  "-XX:+ExitOnOutOfMemoryError",
+  "-Djava.awt.headless=true",
+];
+
+/** SIGTERM → clean shutdown (flushes logs, writes the clean-shutdown marker) within this, else SIGKILL. */
+const STOP_GRACE_MS = 30_000;
+
+interface KafkaPaths {
+  dir: string;
+  dataDir: string;
+  configFile: string;
+  clusterIdFile: string;
+  pidFile: string;
+  logFile: string;
+  home: string;
+  libs: string;
+  marker: string;
+}
+
+function paths(ctx: StackContext): KafkaPaths {
+  const dir = join(ctx.stateDir, "kafka");
+  const home = join(ctx.cacheDir, `kafka-${KAFKA_VERSION}`);
+  return {
+    dir,
+    dataDir: join(dir, "data"),
+    configFile: join(dir, "server.properties"),
+    clusterIdFile: join(dir, "cluster-id"),
+    pidFile: join(dir, "kafka.pid"),
+    logFile: join(dir, "kafka.log"),
+    home,
+    libs: join(home, "libs"),
+    marker: join(home, ".installed"),
+  };
+}
+
+function brokers(ctx: StackContext): string {
+  return `${ctx.host}:${ctx.ports.kafka}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration. Listeners are a list so that a SASL_SCRAM listener (plus its JAAS/ACL settings)
+// can be added later by extending kafkaListeners() and the extra properties.
+
+export type KafkaSecurityProtocol = "PLAINTEXT" | "SASL_PLAINTEXT" | "SSL" | "SASL_SSL";
+
+export interface KafkaListener {
+  /** Listener name as used in `listeners`, e.g. PLAINTEXT, CONTROLLER, SASL_SCRAM. */
+  name: string;
+  protocol: KafkaSecurityProtocol;
+  host: string;
+  port: number;
+  /** Clients reach it (goes into advertised.listeners); false for the controller listener. */
+  advertised: boolean;
+}
+
+export const KAFKA_NODE_ID = 1;
+const CONTROLLER_LISTENER = "CONTROLLER";
+const INTER_BROKER_LISTENER = "PLAINTEXT";
+
+export function kafkaListeners(ctx: StackContext): KafkaListener[] {
+  return [
+    { name: INTER_BROKER_LISTENER, protocol: "PLAINTEXT", host: ctx.host, port: ctx.ports.kafka, advertised: true },
+    { name: CONTROLLER_LISTENER, protocol: "PLAINTEXT", host: ctx.host, port: ctx.ports.kafkaController, advertised: false },
+  ];
+}
+
+/** The broker's server.properties as key/value pairs; `extra` overrides or adds (e.g. sasl.*, authorizer). */
+export function kafkaServerProperties(
+  ctx: StackContext,
+  listeners: KafkaListener[] = kafkaListeners(ctx),
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  const controller = listeners.find((l) => l.name === CONTROLLER_LISTENER);
+  if (!controller) throw new Error(`kafka: no ${CONTROLLER_LISTENER} listener`);
+  const endpoint = (l: KafkaListener) => `${l.name}://${l.host}:${l.port}`;
+  return {
+    "process.roles": "broker,controller",
+    "node.id": String(KAFKA_NODE_ID),
+    // Static single-voter quorum: the voter endpoint comes from this file on every start, so a changed
+    // controller port needs no re-format (a --standalone dynamic quorum stores it in the metadata log).
+    "controller.quorum.voters": `${KAFKA_NODE_ID}@${controller.host}:${controller.port}`,
+    listeners: listeners.map(endpoint).join(","),
+    "advertised.listeners": listeners.filter((l) => l.advertised).map(endpoint).join(","),
+    "listener.security.protocol.map": listeners.map((l) => `${l.name}:${l.protocol}`).join(","),
+    "controller.listener.names": CONTROLLER_LISTENER,
+    "inter.broker.listener.name": INTER_BROKER_LISTENER,
+    "log.dirs": paths(ctx).dataDir,
+    // Single node: everything replicated once.
+    "num.partitions": "3",
+    "default.replication.factor": "1",
+    "min.insync.replicas": "1",
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    // After a SIGKILL the restarted broker cannot register until the controller expires the old
+    // incarnation's session (DUPLICATE_BROKER_REGISTRATION); the default 9 s makes every crash-restart
+    // wait ~10 s. On loopback with one node a shorter session is safe.
+    "broker.heartbeat.interval.ms": "1000",
+    "broker.session.timeout.ms": "4000",
+    "auto.create.topics.enable": "false",
+    "delete.topic.enable": "true",
+    "num.recovery.threads.per.data.dir": "2",
+    "log.retention.hours": "168",
+    ...extra,
+  };
+}
+
+function escapeProperty(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/^ /, "\\ ");
+}
+
+export function renderProperties(props: Record<string, string>): string {
+  const lines = Object.entries(props).map(([k, v]) => `${k}=${escapeProperty(v)}`);
+  return `# Generated by stack/kafka.ts on every start; edits are overwritten.\n${lines.join("\n")}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+function installStamp(): string {
+  return createHash("sha256").update(KAFKA_VERSION).update(readFileSync(pomFile)).digest("hex");
+}
+
+function isInstalled(p: KafkaPaths): boolean {
+  return (
+    existsSync(p.marker) &&
+    readFileSync(p.marker, "utf8").trim() === installStamp() &&
+    existsSync(join(p.libs, `kafka_2.13-${KAFKA_VERSION}.jar`))
+  );
+}
+
+/** The pid in the pid file if that process is alive and really is this stack's broker (guards against pid reuse). */
+function kafkaPid(p: KafkaPaths): number | undefined {
+  const pid = readPid(p.pidFile);
+  if (!isAlive(pid) || pid === undefined) return undefined;
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return argv.includes("kafka.Kafka") && argv.includes(p.configFile) ? pid : undefined;
+  } catch {
+    return pid; // no /proc: trust the pid file
+  }
+}
+
+/** A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, not starting with '-' (like Uuid.randomUuid). */
+function newClusterId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString("base64url");
+    if (!id.startsWith("-")) return id;
+  }
+}
+
+function clusterId(p: KafkaPaths): string {
+  if (existsSync(p.clusterIdFile)) {
+    const id = readFileSync(p.clusterIdFile, "utf8").trim();
+    if (id) return id;
+  }
+  const id = newClusterId();
+  writeFileSync(p.clusterIdFile, `${id}\n`);
+  return id;
+}
+
+function javaArgs(p: KafkaPaths, mainClass: string, args: string[]): string[] {
+  return [...JVM_OPTS, `-Dlog4j2.configurationFile=${log4jFile}`, "-cp", `${p.libs}/*`, mainClass, ...args];
+}
+
+function logTail(file: string, lines = 20): string {
+  if (!existsSync(file)) return "";
+  return readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
+}
+
+/** One readiness probe: an admin client connects, describes the cluster and lists topics. */
+async function adminAnswers(ctx: StackContext): Promise<boolean> {
+  const kafka = new Kafka({
+    clientId: "millrace-stack",
+    brokers: [brokers(ctx)],
+    connectionTimeout: 2000,
+    requestTimeout: 5000,
+    retry: { retries: 0 },
+    logLevel: logLevel.NOTHING,
+  });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    const cluster = await admin.describeCluster();
+    await admin.listTopics();
+    return cluster.brokers.some((b) => b.nodeId === KAFKA_NODE_ID);
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export const kafkaService: StackService = {
+  name: "kafka",
+
+  logFile(ctx) {
+    return paths(ctx).logFile;
+  },
+
+  async install(ctx) {
+    const p = paths(ctx);
+    if (isInstalled(p)) return;
+    const missing = [
+      ...(commandExists("java") ? [] : ["openjdk-17-jre-headless"]),
+      ...(commandExists("mvn") ? [] : ["maven"]),
+    ];
+    if (missing.length) {
+      ctx.log(`kafka: installing ${missing.join(", ")} with apt`);
+      aptInstall(missing, p.logFile);
+    }
+    ctx.log(`kafka: resolving Kafka ${KAFKA_VERSION} jars with Maven into ${p.libs} (log: ${p.logFile})`);
+    ensureDir(p.home);
+    // Resolve into a private directory and move it into place, so a failed or concurrent run never
+    // leaves a half-filled libs/ that looks installed. The marker is written last.
+    const tmp = `${p.libs}.tmp-${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    try {
+      runLogged(
+        "mvn",
+        [
+          "-B",
+          "-q",
+          "-Dstyle.color=never",
+          "-f",
+          pomFile,
+          "dependency:copy-dependencies",
+          `-DoutputDirectory=${tmp}`,
+          `-Dkafka.version=${KAFKA_VERSION}`,
+        ],
+        p.logFile,
+      );
+      rmSync(p.libs, { recursive: true, force: true });
+      renameSync(tmp, p.libs);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    writeFileSync(p.marker, `${installStamp()}\n`);
+  },
+
+  async start(ctx) {
+    const p = paths(ctx);
+    const running = kafkaPid(p);
+    if (running !== undefined) {
+      if (await portOpen(ctx.host, ctx.ports.kafka)) return;
+      ctx.log(`kafka: pid ${running} is alive but ${brokers(ctx)} does not answer yet; leaving it to start`);
+      return;
+    }
+    for (const port of [ctx.ports.kafka, ctx.ports.kafkaController]) {
+      if (await portOpen(ctx.host, port)) {
+        throw new Error(`kafka: ${ctx.host}:${port} is already in use by a process this stack did not start (${p.pidFile})`);
+      }
+    }
+    if (!isInstalled(p)) await kafkaService.install(ctx);
+
+    ensureDir(p.dataDir);
+    writeFileSync(p.configFile, renderProperties(kafkaServerProperties(ctx)));
+
+    if (!existsSync(join(p.dataDir, "meta.properties"))) {
+      const id = clusterId(p);
+      ctx.log(`kafka: formatting ${p.dataDir} (cluster id ${id})`);
+      runLogged(
+        "java",
+        javaArgs(p, "kafka.tools.StorageTool", ["format", "--config", p.configFile, "--cluster-id", id, "--ignore-formatted"]),
+        p.logFile,
+        { cwd: p.dir },
+      );
+    }
+
+    const pid = startDetached({
+      command: "java",
+      args: javaArgs(p, "kafka.Kafka", [p.configFile]),
+      pidFile: p.pidFile,
+      logFile: p.logFile,
+      cwd: p.dir,
+    });
+    ctx.log(`kafka: started pid ${pid} on ${brokers(ctx)} (log: ${p.logFile})`);
+  },
+
+  async waitReady(ctx, timeoutMs) {
+    const p = paths(ctx);
+    let exited = false;
+    await waitFor(
+      `Kafka on ${brokers(ctx)}`,
+      async () => {
+        if (kafkaPid(p) === undefined) {
+          exited = true;
+          return true;
+        }
+        return await adminAnswers(ctx);
+      },
+      timeoutMs,
+      `see ${p.logFile}`,
+      500,
+    );
+    if (exited) {
+      throw new Error(`Kafka on ${brokers(ctx)} is not running (no live process in ${p.pidFile}); see ${p.logFile}:\n${logTail(p.logFile)}`);
+    }
+  },
+
+  async stop(ctx, opts = {}) {
+    const p = paths(ctx);
+    if (kafkaPid(p) === undefined) {
+      rmSync(p.pidFile, { force: true }); // stale (dead or reused pid): never signal a stranger
+      return;
+    }
+    await stopPid(p.pidFile, { force: opts.force ?? false, graceMs: STOP_GRACE_MS });
+  },
+
+  async status(ctx): Promise<ServiceStatus> {
+    const p = paths(ctx);
+    const pid = kafkaPid(p);
+    if (pid === undefined) {
+      return { name: "kafka", running: false, detail: isInstalled(p) ? "not running" : `not running (Kafka ${KAFKA_VERSION} not installed)` };
+    }
+    const answering = await portOpen(ctx.host, ctx.ports.kafka);
+    return {
+      name: "kafka",
+      running: answering,
+      pid,
+      detail: answering
+        ? `${brokers(ctx)} (Kafka ${KAFKA_VERSION}, KRaft)`
+        : `pid ${pid} alive but ${brokers(ctx)} not answering (starting, or see ${p.logFile})`,
+    };
+  },
+
+  env(ctx) {
+    return { MILLRACE_KAFKA_BROKERS: brokers(ctx) };
+  },
+};
