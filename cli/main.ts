@@ -1,0 +1,23 @@
+/** The `millrace` command line. Each command lives in its own module; this file only wires them. */
+import { Command } from "commander";
+import { registerStackCommands } from "./stack.ts";
+import { registerMigrateCommands } from "./migrate.ts";
+import { registerTestCommand } from "./test.ts";
+
+const program = new Command();
+program
+  .name("millrace")
+  .description("Multi-tenant manufacturing IoT stream pipeline (Kafka → TimescaleDB/PostgreSQL + Parquet on S3)")
+  .showHelpAfterError()
+  .enablePositionalOptions();
+
+registerStackCommands(program);
+registerMigrateCommands(program);
+registerTestCommand(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const e = err as Error;
+  process.stderr.write(`millrace: ${e.message ?? String(err)}\n`);
+  if (process.env.MILLRACE_DEBUG) process.stderr.write(`${e.stack}\n`);
+  process.exit(1);
+});
