@@ -19,3 +19,5 @@ $$;
 
 CREATE SCHEMA IF NOT EXISTS millrace AUTHORIZATION millrace_owner;
 GRANT USAGE ON SCHEMA millrace TO millrace_writer, millrace_analyst;
+-- The owner creates partitions at run time (PostgreSQL 15 no longer lets PUBLIC create in public).
+GRANT USAGE, CREATE ON SCHEMA public TO millrace_owner;
