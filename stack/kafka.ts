@@ -44,6 +44,8 @@ const JVM_OPTS = [
 
 /** SIGTERM → clean shutdown (flushes logs, writes the clean-shutdown marker) within this, else SIGKILL. */
 const STOP_GRACE_MS = 30_000;
+/** How long a dead broker's listeners may take to disappear before the ports count as taken by someone else. */
+const PORT_RELEASE_MS = 10_000;
 
 interface KafkaPaths {
   dir: string;
@@ -211,7 +213,12 @@ function logTail(file: string, lines = 20): string {
   return readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
 }
 
-/** One readiness probe: an admin client connects, describes the cluster and lists topics. */
+/**
+ * One readiness probe: an admin client connects, describes the cluster, lists topics, and every
+ * partition has a leader. The last matters after a crash: the broker answers metadata requests a
+ * moment before the controller has re-elected it leader of its partitions (they sit leaderless in
+ * the ELR meanwhile), and clients would get NOT_LEADER_OR_FOLLOWER.
+ */
 async function adminAnswers(ctx: StackContext): Promise<boolean> {
   const kafka = new Kafka({
     clientId: "millrace-stack",
@@ -225,11 +232,34 @@ async function adminAnswers(ctx: StackContext): Promise<boolean> {
   try {
     await admin.connect();
     const cluster = await admin.describeCluster();
-    await admin.listTopics();
-    return cluster.brokers.some((b) => b.nodeId === KAFKA_NODE_ID);
+    const topics = await admin.listTopics();
+    if (!cluster.brokers.some((b) => b.nodeId === KAFKA_NODE_ID)) return false;
+    if (topics.length === 0) return true;
+    const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
+    const leaderless = metadata.flatMap((t) => t.partitions.filter((p) => p.leader !== KAFKA_NODE_ID).map((p) => `${t.name}-${p.partitionId}`));
+    if (leaderless.length > 0) throw new Error(`partitions without a leader yet: ${leaderless.slice(0, 5).join(", ")}${leaderless.length > 5 ? ", ..." : ""}`);
+    return true;
   } finally {
     await admin.disconnect().catch(() => undefined);
   }
+}
+
+/**
+ * A SIGKILLed JVM shows as a zombie (so isAlive() is false) while its other threads are still being
+ * torn down and its sockets are still bound; wait for the listeners to go away.
+ */
+async function waitPortsClosed(ctx: StackContext, timeoutMs: number): Promise<void> {
+  const ports = [ctx.ports.kafka, ctx.ports.kafkaController];
+  await waitFor(
+    `release of ${ports.map((port) => `${ctx.host}:${port}`).join(" and ")}`,
+    async () => {
+      for (const port of ports) if (await portOpen(ctx.host, port, 500)) return false;
+      return true;
+    },
+    timeoutMs,
+    "",
+    100,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,10 +319,13 @@ export const kafkaService: StackService = {
       ctx.log(`kafka: pid ${running} is alive but ${brokers(ctx)} does not answer yet; leaving it to start`);
       return;
     }
-    for (const port of [ctx.ports.kafka, ctx.ports.kafkaController]) {
-      if (await portOpen(ctx.host, port)) {
-        throw new Error(`kafka: ${ctx.host}:${port} is already in use by a process this stack did not start (${p.pidFile})`);
-      }
+    try {
+      await waitPortsClosed(ctx, PORT_RELEASE_MS);
+    } catch {
+      throw new Error(
+        `kafka: ${ctx.host}:${ctx.ports.kafka} or :${ctx.ports.kafkaController} is in use by a process this stack did not start ` +
+          `(no live broker in ${p.pidFile})`,
+      );
     }
     if (!isInstalled(p)) await kafkaService.install(ctx);
 
@@ -348,6 +381,7 @@ export const kafkaService: StackService = {
       return;
     }
     await stopPid(p.pidFile, { force: opts.force ?? false, graceMs: STOP_GRACE_MS });
+    await waitPortsClosed(ctx, PORT_RELEASE_MS);
   },
 
   async status(ctx): Promise<ServiceStatus> {
