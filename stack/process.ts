@@ -47,6 +47,9 @@ export interface StartDetachedOptions {
   logFile: string;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
+  /** Run as this user/group (only as root; e.g. PostgreSQL refuses to run as root). Supplementary groups are dropped. */
+  uid?: number;
+  gid?: number;
 }
 
 /** Start a long-running process detached from this one (own process group), output appended to logFile. */
@@ -59,6 +62,8 @@ export function startDetached(opts: StartDetachedOptions): number {
     env: opts.env ?? process.env,
     detached: true,
     stdio: ["ignore", fd, fd],
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   };
   const child = spawn(opts.command, opts.args, spawnOpts);
   closeSync(fd);
@@ -140,10 +145,21 @@ export async function stopPid(pidFile: string, opts: { force?: boolean; graceMs?
 }
 
 /** Run a command to completion (install/build steps); its output goes to logFile; throws with the log tail on failure. */
-export function runLogged(command: string, args: string[], logFile: string, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): void {
+export function runLogged(
+  command: string,
+  args: string[],
+  logFile: string,
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {},
+): void {
   ensureDir(dirname(logFile));
   const fd = openSync(logFile, "a");
-  const res = spawnSync(command, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ["ignore", fd, fd] });
+  const res = spawnSync(command, args, {
+    cwd: opts.cwd,
+    env: opts.env ?? process.env,
+    stdio: ["ignore", fd, fd],
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+  });
   closeSync(fd);
   if (res.status !== 0) {
     const tail = existsSync(logFile) ? readFileSync(logFile, "utf8").split("\n").slice(-25).join("\n") : "";

@@ -1,8 +1,10 @@
 /** The services of the local stack, in start order (the registry needs nothing; the worker needs all). */
 import type { StackService } from "./types.ts";
 import { kafkaService } from "./kafka.ts";
+import { postgresService } from "./postgres.ts";
 
 export const services: StackService[] = [
+  postgresService,
   kafkaService,
   // each service module adds itself here, e.g. `postgresService`
 ];
