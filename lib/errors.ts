@@ -38,25 +38,35 @@ export class FencedError extends MillraceError {
  * data errors (isolate and dead-letter the offending row).
  */
 export function isRetriablePgError(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  if (typeof code !== "string") {
-    // No SQLSTATE: a socket error, a timeout, a pool error — connection-level, retriable.
-    return true;
+  const e = err as { code?: unknown; message?: unknown };
+  if (err instanceof MillraceError) return err.retriable;
+  const code = e?.code;
+  if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) {
+    return (
+      code.startsWith("08") || // connection exception
+      code === "40001" || // serialization_failure
+      code === "40P01" || // deadlock_detected
+      code.startsWith("53") || // insufficient resources, too_many_connections
+      code.startsWith("57P") || // admin/crash shutdown, cannot connect now
+      code === "55P03" || // lock_not_available
+      code === "57014" // query_canceled (statement_timeout)
+    );
   }
-  return (
-    code.startsWith("08") || // connection exception
-    code === "40001" || // serialization_failure
-    code === "40P01" || // deadlock_detected
-    code === "53300" || // too_many_connections
-    code.startsWith("53") || // insufficient resources
-    code.startsWith("57P") || // operator intervention: admin shutdown, crash shutdown, cannot connect now
-    code === "55P03" || // lock_not_available
-    code === "57014" // query_canceled (statement_timeout)
-  );
+  // No SQLSTATE: a socket-level failure (ECONNREFUSED, ECONNRESET, EPIPE, ETIMEDOUT…) or one of
+  // node-postgres's own connection errors. Anything else (a TypeError, say) is a bug, not retriable.
+  if (typeof code === "string" && /^E[A-Z]+$/.test(code)) return true;
+  const msg = typeof e?.message === "string" ? e.message : "";
+  return /Connection terminated|connection error|timeout exceeded when trying to connect|Client was closed|Connection ended|the database system is (starting up|shutting down)/i.test(msg);
+}
+
+/** "no partition of relation … found for row": a missing time partition, fixed by creating it. */
+export function isMissingPartitionError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown };
+  return e?.code === "23514" && typeof e.message === "string" && /no partition of relation/.test(e.message);
 }
 
 /** Data errors: the row itself cannot be stored. */
 export function isDataPgError(err: unknown): boolean {
   const code = (err as { code?: unknown })?.code;
-  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"));
+  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23")) && !isMissingPartitionError(err);
 }

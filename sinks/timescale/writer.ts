@@ -14,7 +14,7 @@ import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
-import { FencedError, isDataPgError } from "../../lib/errors.ts";
+import { FencedError, isDataPgError, isMissingPartitionError, RetriableSinkError } from "../../lib/errors.ts";
 import type { Rejection, StoredReading } from "../../pipelines/reading.ts";
 import { encodeCopyRows, STAGE_COLUMNS } from "./copy-encoder.ts";
 
@@ -248,6 +248,11 @@ export class TimescaleWriter {
         await client.query("ROLLBACK");
       } catch (rollbackErr) {
         broken = rollbackErr;
+      }
+      if (isMissingPartitionError(err)) {
+        // A partition was dropped (retention) or never made: forget what we knew and retry.
+        this.knownDays.clear();
+        throw new RetriableSinkError(`missing time partition: ${(err as Error).message}`, err);
       }
       throw err;
     } finally {

@@ -1,0 +1,95 @@
+/**
+ * Turns one chunk of Kafka records of one partition into what the sinks need: stored readings and
+ * dead letters (with original bytes). The processor chain runs here, in flow order:
+ * decode → validate (→ quota → thresholds, later). Synchronous per record; the only awaits are
+ * once per chunk (schema ids not yet cached, tenant directory refresh).
+ */
+import type { KafkaMessage } from "kafkajs";
+import type { Stage } from "../../lib/errors.ts";
+import type { DeadLetterRow } from "../../sinks/timescale/writer.ts";
+import { AvroDecoder } from "../processors/decode.ts";
+import { validateReading, type ValidateOptions } from "../processors/validate.ts";
+import type { StoredReading } from "../reading.ts";
+import type { TenantDirectory } from "./tenant-directory.ts";
+
+export interface ChunkResult {
+  rows: StoredReading[];
+  deadLetters: DeadLetterRow[];
+  /** Kafka timestamps (ms) of the stored rows' records, by offset, for produce-to-commit latency. */
+  firstTimestamp: number | null;
+}
+
+export function headersToStrings(h: KafkaMessage["headers"]): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!h) return out;
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined) continue;
+    const one = Array.isArray(v) ? v[v.length - 1] : v;
+    if (one !== undefined) out[k] = Buffer.isBuffer(one) ? one.toString("utf8") : String(one);
+  }
+  return out;
+}
+
+export function deadLetterOf(
+  m: KafkaMessage,
+  src: { topic: string; partition: number; tenantId: string | null },
+  r: { stage: Stage | string; reason: string; message: string; schemaId?: number | null },
+): DeadLetterRow {
+  return {
+    sourceTopic: src.topic,
+    sourcePartition: src.partition,
+    sourceOffset: Number(m.offset),
+    tenantId: src.tenantId,
+    reason: r.reason,
+    stage: r.stage,
+    message: r.message,
+    schemaId: r.schemaId ?? null,
+    key: m.key ?? null,
+    value: m.value ?? null,
+    headers: headersToStrings(m.headers),
+    timestamp: m.timestamp ? Number(m.timestamp) : null,
+  };
+}
+
+export class BatchProcessor {
+  constructor(
+    private readonly decoder: AvroDecoder,
+    private readonly tenants: TenantDirectory,
+    private readonly validateOpts: ValidateOptions,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The once-per-chunk awaits: schemas for new ids, a stale tenant directory. */
+  async prepare(messages: readonly KafkaMessage[]): Promise<void> {
+    await Promise.all([this.decoder.prepare(AvroDecoder.schemaIds(messages.map((m) => m.value))), this.tenants.ensureFresh()]);
+  }
+
+  /** Synchronous; {@link prepare} must have been awaited for these messages. */
+  process(messages: readonly KafkaMessage[], src: { topic: string; partition: number; tenantId: string | null }): ChunkResult {
+    const rows: StoredReading[] = [];
+    const deadLetters: DeadLetterRow[] = [];
+    const now = this.now();
+    const tenant = src.tenantId === null ? undefined : this.tenants.get(src.tenantId);
+    let firstTimestamp: number | null = null;
+    for (const m of messages) {
+      const offset = Number(m.offset);
+      if (src.tenantId === null) {
+        deadLetters.push(deadLetterOf(m, src, { stage: "tenant", reason: "unknown_tenant", message: `topic ${src.topic} does not name a tenant` }));
+        continue;
+      }
+      const decoded = this.decoder.decode(m.value);
+      if (!decoded.ok) {
+        deadLetters.push(deadLetterOf(m, src, { stage: "decode", reason: decoded.reason, message: decoded.message, schemaId: decoded.schemaId }));
+        continue;
+      }
+      const v = validateReading(decoded.value, { topicTenantId: src.tenantId, tenant, offset, now }, this.validateOpts);
+      if (!v.ok) {
+        deadLetters.push(deadLetterOf(m, src, { stage: "validate", reason: v.reason, message: v.message, schemaId: decoded.schemaId }));
+        continue;
+      }
+      rows.push(v.row);
+      if (firstTimestamp === null && m.timestamp) firstTimestamp = Number(m.timestamp);
+    }
+    return { rows, deadLetters, firstTimestamp };
+  }
+}

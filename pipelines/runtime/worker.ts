@@ -1,0 +1,479 @@
+/**
+ * The ingest worker: one member of a Kafka consumer group over every tenant topic.
+ *
+ *   tenant topic → decode → validate → TimescaleDB (rows + dead letters + offsets, one transaction)
+ *   → Kafka offset commit (for lag tools) → dead-letter topic (from the outbox)
+ *
+ * Offsets: the database is the source of truth. The first batch of a partition after each
+ * (re)assignment loads the stored next offset; records below it are skipped (already stored), and
+ * every batch commits only if the stored offset still equals where it started (see the sink), so a
+ * worker that lost its partition can neither write nor commit. Kafka's committed offset trails the
+ * database and is only a hint for where to fetch from.
+ *
+ * The engine owns batching, retries, heartbeats, offsets and metrics; processors own one decision;
+ * sinks own one destination.
+ */
+import { randomUUID } from "node:crypto";
+import { Kafka, logLevel, type Consumer, type EachBatchPayload, type KafkaMessage, type Producer, type Admin } from "kafkajs";
+import type pg from "pg";
+import avro from "avsc";
+import { FencedError, isRetriablePgError, MillraceError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import { PipelineMetrics } from "../../lib/metrics.ts";
+import { retry } from "../../lib/retry.ts";
+import { parseAvroSchema } from "../../schemas/index.ts";
+import { DeadLetterPublisher } from "../../sinks/dead-letter/publisher.ts";
+import { createPool } from "../../sinks/timescale/pool.ts";
+import { TimescaleWriter, type DeadLetterRow } from "../../sinks/timescale/writer.ts";
+import { AvroDecoder, type SchemaLookup } from "../processors/decode.ts";
+import type { ProcessorPlan, SinkPlan, TopologyPlan } from "../topology/plan.ts";
+import { BatchProcessor } from "./batch-processor.ts";
+import { TenantDirectory, TopicPattern } from "./tenant-directory.ts";
+import { readFileSync } from "node:fs";
+import { resolve, dirname } from "node:path";
+import { SchemaRegistry } from "@kafkajs/confluent-schema-registry";
+
+export interface WorkerSettings {
+  brokers: string[];
+  registryUrl: string;
+  pgUrl: string;
+  pgRole?: string;
+  /** Identifies this replica in logs, metrics and the Kafka client id. */
+  instanceId?: string;
+  log: Logger;
+  /** Partitions of dead-letter topics created on demand. */
+  deadLetterPartitions?: number;
+  /** A partition with lag that has not moved for this long makes /readyz fail. */
+  stallAfterMs?: number;
+}
+
+interface PartitionState {
+  /** Stored next offset (database); undefined until loaded after an assignment. */
+  next: number | undefined;
+  lag: number;
+  lastProgressAt: number;
+  highWatermark: number;
+}
+
+export interface WorkerStatus {
+  instanceId: string;
+  joined: boolean;
+  crashed: string | undefined;
+  assigned: Array<{ topic: string; partition: number; next: number | undefined; lag: number; stalledMs: number }>;
+  dbOk: boolean;
+}
+
+function find<T extends { type: string }, K extends T["type"]>(items: readonly T[], type: K): Extract<T, { type: K }> {
+  const it = items.find((i) => i.type === type);
+  if (!it) throw new Error(`topology has no ${type} component`);
+  return it as Extract<T, { type: K }>;
+}
+
+/** 1 GiB — the worker never holds more than the Kafka fetch limits anyway. */
+const MAX_SAFE_OFFSET = Number.MAX_SAFE_INTEGER;
+
+export class IngestWorker {
+  readonly instanceId: string;
+  readonly metrics: PipelineMetrics;
+  private readonly kafka: Kafka;
+  private readonly consumer: Consumer;
+  private readonly producer: Producer;
+  private readonly admin: Admin;
+  private readonly pool: pg.Pool;
+  private readonly writer: TimescaleWriter;
+  private readonly tenants: TenantDirectory;
+  private readonly processor: BatchProcessor;
+  private readonly dlqPublisher: DeadLetterPublisher;
+  private readonly sourcePattern: TopicPattern;
+  private readonly decodePlan: Extract<ProcessorPlan, { type: "avro_decode" }>;
+  private readonly sinkPlan: Extract<SinkPlan, { type: "timescale_copy" }>;
+  private readonly partitions = new Map<string, PartitionState>();
+  private readonly abort = new AbortController();
+  private joined = false;
+  private crashed: string | undefined;
+  private dbOk = true;
+  private topicTimer: NodeJS.Timeout | undefined;
+  private subscribedTopics = new Set<string>();
+  private stopping: Promise<void> | undefined;
+  private readonly log: Logger;
+
+  constructor(
+    readonly plan: TopologyPlan,
+    private readonly settings: WorkerSettings,
+  ) {
+    this.instanceId = settings.instanceId ?? `millrace-${randomUUID().slice(0, 8)}`;
+    this.log = settings.log.child({ component: "worker", instance: this.instanceId });
+    this.metrics = new PipelineMetrics({ instance: this.instanceId });
+    this.decodePlan = find(plan.processors, "avro_decode");
+    const validatePlan = find(plan.processors, "validate_reading");
+    this.sinkPlan = find(plan.sinks, "timescale_copy");
+    const dlqPlan = find(plan.sinks, "kafka_dead_letter");
+    this.sourcePattern = new TopicPattern(plan.source.topicPattern);
+
+    this.kafka = new Kafka({
+      clientId: this.instanceId,
+      brokers: settings.brokers,
+      logLevel: logLevel.WARN,
+      logCreator: () => (entry) => {
+        const { message, ...rest } = entry.log;
+        this.log.child({ component: "kafkajs", ns: entry.namespace }).warn(rest, message);
+      },
+      retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
+    });
+    this.consumer = this.kafka.consumer({
+      groupId: plan.source.consumerGroup,
+      sessionTimeout: plan.source.sessionTimeoutMs,
+      rebalanceTimeout: Math.max(60_000, plan.source.sessionTimeoutMs * 2),
+      heartbeatInterval: plan.source.heartbeatIntervalMs,
+      maxBytesPerPartition: plan.source.maxBytesPerPartition,
+      maxBytes: plan.source.maxBytes,
+      allowAutoTopicCreation: false,
+      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
+    });
+    this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    this.admin = this.kafka.admin();
+    this.pool = createPool({
+      connectionString: settings.pgUrl,
+      role: settings.pgRole,
+      max: this.sinkPlan.poolSize,
+      applicationName: this.instanceId,
+      statementTimeoutMs: this.sinkPlan.statementTimeoutMs,
+    });
+    this.writer = new TimescaleWriter(this.pool, (row, rej) => this.sinkRejection(row.offset, rej));
+    this.tenants = new TenantDirectory(this.pool, validatePlan.tenantRefreshMs);
+    const schemaText = readFileSync(resolve(dirname(plan.file), this.decodePlan.schemaFile), "utf8");
+    const reader = parseAvroSchema(schemaText);
+    const registry = new SchemaRegistry({ host: settings.registryUrl }, { forSchemaOptions: { wrapUnions: false } });
+    const lookup: SchemaLookup = async (id) => {
+      try {
+        return (await registry.getSchema(id)) as unknown as avro.Type;
+      } catch (err) {
+        if ((err as { status?: number }).status === 404) return undefined;
+        throw new MillraceError(`schema registry lookup of id ${id} failed: ${(err as Error).message}`, {
+          retriable: true,
+          stage: "decode",
+          reason: "registry_unavailable",
+          cause: err,
+        });
+      }
+    };
+    const decoder = new AvroDecoder(reader, lookup, { unknownTtlMs: this.decodePlan.unknownSchemaTtlMs });
+    this.processor = new BatchProcessor(decoder, this.tenants, { maxFutureSkewMs: validatePlan.maxFutureSkewMs });
+    this.dlqPublisher = new DeadLetterPublisher({
+      pool: this.pool,
+      producer: this.producer,
+      admin: this.admin,
+      topicPattern: new TopicPattern(dlqPlan.topicPattern),
+      maxBatch: dlqPlan.maxBatch,
+      intervalMs: dlqPlan.publishIntervalMs,
+      partitions: settings.deadLetterPartitions ?? 3,
+      log: this.log.child({ component: "dead_letter" }),
+      metrics: this.metrics,
+    });
+  }
+
+  /** Records of a sink-refused row: the engine still has the original message bytes. */
+  private readonly inflightMessages = new Map<string, Map<number, KafkaMessage>>();
+  private sinkRejection(offset: number, rej: { reason: string; stage: string; message: string }): DeadLetterRow {
+    // Filled by writeChunk before the write; the row's topic/partition is the chunk's.
+    const ctx = this.currentChunk;
+    const m = ctx?.messages.get(offset);
+    return {
+      sourceTopic: ctx?.topic ?? "",
+      sourcePartition: ctx?.partition ?? -1,
+      sourceOffset: offset,
+      tenantId: ctx?.tenantId ?? null,
+      reason: rej.reason,
+      stage: rej.stage,
+      message: rej.message,
+      schemaId: m?.value && m.value.length >= 5 ? m.value.readUInt32BE(1) : null,
+      key: m?.key ?? null,
+      value: m?.value ?? null,
+      headers: {},
+      timestamp: m?.timestamp ? Number(m.timestamp) : null,
+    };
+  }
+  private currentChunk: { topic: string; partition: number; tenantId: string | null; messages: Map<number, KafkaMessage> } | undefined;
+
+  async start(): Promise<void> {
+    await this.pool.query("SELECT 1");
+    await this.tenants.refresh();
+    await this.pool.query("SELECT millrace.maintain_sensor_partitions()");
+    await Promise.all([this.consumer.connect(), this.producer.connect(), this.admin.connect()]);
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+      this.joined = true;
+      this.crashed = undefined;
+      // A new generation: every partition reloads its stored offset before its next batch.
+      this.partitions.clear();
+      this.log.info({ assignment: e.payload.memberAssignment }, "joined consumer group");
+    });
+    this.consumer.on(this.consumer.events.CRASH, (e) => {
+      this.crashed = String(e.payload.error?.message ?? e.payload.error);
+      this.joined = false;
+      this.log.error({ err: e.payload.error, restart: e.payload.restart }, "consumer crashed");
+    });
+    this.consumer.on(this.consumer.events.STOP, () => {
+      this.joined = false;
+    });
+    const topics = await this.tenantTopics();
+    this.subscribedTopics = new Set(topics);
+    if (topics.length > 0) await this.consumer.subscribe({ topics, fromBeginning: this.plan.source.fromBeginning });
+    else this.log.warn({ pattern: this.plan.source.topicPattern }, "no tenant topics yet");
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.plan.source.partitionsConsumedConcurrently,
+      eachBatch: (p) => this.eachBatch(p),
+    });
+    this.dlqPublisher.start();
+    this.watchTopics();
+  }
+
+  private async tenantTopics(): Promise<string[]> {
+    const all = await this.admin.listTopics();
+    return all.filter((t) => this.sourcePattern.tenantOf(t) !== undefined).sort();
+  }
+
+  /**
+   * New tenant topics (live onboarding): kafkajs fixes a subscription when `run` starts, so when
+   * the set changes the consumer is stopped, resubscribed and run again. Offsets live in the
+   * database, so nothing is lost or repeated across that restart.
+   */
+  private watchTopics(): void {
+    const tick = async () => {
+      try {
+        const topics = await this.tenantTopics();
+        const changed = topics.length !== this.subscribedTopics.size || topics.some((t) => !this.subscribedTopics.has(t));
+        if (changed && !this.abort.signal.aborted) {
+          this.log.info({ topics: topics.length }, "tenant topics changed; resubscribing");
+          await this.consumer.stop();
+          this.subscribedTopics = new Set(topics);
+          await this.consumer.subscribe({ topics, fromBeginning: this.plan.source.fromBeginning });
+          await this.consumer.run({
+            autoCommit: false,
+            eachBatchAutoResolve: false,
+            partitionsConsumedConcurrently: this.plan.source.partitionsConsumedConcurrently,
+            eachBatch: (p) => this.eachBatch(p),
+          });
+        }
+      } catch (err) {
+        this.log.warn({ err }, "topic refresh failed");
+      } finally {
+        if (!this.abort.signal.aborted) {
+          this.topicTimer = setTimeout(() => void tick(), this.plan.source.topicRefreshMs);
+          this.topicTimer.unref();
+        }
+      }
+    };
+    this.topicTimer = setTimeout(() => void tick(), this.plan.source.topicRefreshMs);
+    this.topicTimer.unref();
+  }
+
+  private key(topic: string, partition: number): string {
+    return `${topic}\u0000${partition}`;
+  }
+
+  private async storedNext(topic: string, partition: number): Promise<number | undefined> {
+    const stored = await retry(() => this.writer.storedOffsets(this.plan.source.consumerGroup, topic), this.retryPolicy(), {
+      retriable: isRetriablePgError,
+      signal: this.abort.signal,
+      onRetry: (err) => this.onDbRetry(err),
+    });
+    return stored.get(partition);
+  }
+
+  private retryPolicy() {
+    const r = this.sinkPlan.retry;
+    return { retries: r.maxRetries, initialDelayMs: r.initialDelayMs, maxDelayMs: r.maxDelayMs, factor: r.factor };
+  }
+
+  private onDbRetry(err: unknown): void {
+    this.dbOk = false;
+    this.metrics.sinkRetries.inc({ sink: this.sinkPlan.id });
+    this.log.warn({ err: (err as Error).message }, "database write failed; retrying");
+  }
+
+  private async eachBatch(p: EachBatchPayload): Promise<void> {
+    const { batch } = p;
+    const { topic, partition } = batch;
+    const k = this.key(topic, partition);
+    const heartbeat = setInterval(() => {
+      p.heartbeat().catch(() => {
+        /* a rebalance is under way; the fence protects the write */
+      });
+    }, this.plan.source.heartbeatIntervalMs);
+    try {
+      let state = this.partitions.get(k);
+      if (state?.next === undefined) {
+        const next = await this.storedNext(topic, partition);
+        state = { next, lag: 0, lastProgressAt: Date.now(), highWatermark: Number(batch.highWatermark) };
+        this.partitions.set(k, state);
+      }
+      state.highWatermark = Number(batch.highWatermark);
+      let messages = batch.messages;
+      if (state.next !== undefined) {
+        const from = state.next;
+        if (messages.length > 0 && Number(messages[messages.length - 1]!.offset) < from) {
+          // Everything here is already stored (Kafka's committed offset trails the database): jump.
+          p.resolveOffset(messages[messages.length - 1]!.offset);
+          this.consumer.seek({ topic, partition, offset: String(from) });
+          return;
+        }
+        messages = messages.filter((m) => Number(m.offset) >= from);
+      }
+      const tenantId = this.sourcePattern.tenantOf(topic) ?? null;
+      for (const chunk of this.chunks(messages)) {
+        if (!p.isRunning() || p.isStale() || this.abort.signal.aborted) return;
+        const ok = await this.writeChunk(p, chunk, { topic, partition, tenantId }, state);
+        if (!ok) return;
+      }
+      if (messages.length === 0 && batch.messages.length > 0) p.resolveOffset(batch.messages[batch.messages.length - 1]!.offset);
+      state.lag = Math.max(0, Number(batch.highWatermark) - (state.next ?? 0));
+      this.metrics.lag.set({ topic, partition: String(partition) }, state.lag);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  /** Split by the sink's row and byte limits. */
+  private *chunks(messages: KafkaMessage[]): Generator<KafkaMessage[]> {
+    const { maxRows, maxBytes } = this.sinkPlan.batch;
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < messages.length; i++) {
+      bytes += messages[i]!.value?.length ?? 0;
+      if (i - start + 1 >= maxRows || bytes >= maxBytes) {
+        yield messages.slice(start, i + 1);
+        start = i + 1;
+        bytes = 0;
+      }
+    }
+    if (start < messages.length) yield messages.slice(start);
+  }
+
+  /** Process and store one chunk; false if this worker must stop processing the partition (fenced/stopping). */
+  private async writeChunk(
+    p: EachBatchPayload,
+    chunk: KafkaMessage[],
+    src: { topic: string; partition: number; tenantId: string | null },
+    state: PartitionState,
+  ): Promise<boolean> {
+    const t0 = process.hrtime.bigint();
+    await retry(() => this.processor.prepare(chunk), this.retryPolicy(), {
+      retriable: (e) => e instanceof MillraceError ? e.retriable : isRetriablePgError(e),
+      signal: this.abort.signal,
+      onRetry: (err) => this.log.warn({ err: (err as Error).message }, "preparing batch failed; retrying"),
+    });
+    const { rows, deadLetters, firstTimestamp } = this.processor.process(chunk, src);
+    const first = Number(chunk[0]!.offset);
+    const last = Number(chunk[chunk.length - 1]!.offset);
+    if (last >= MAX_SAFE_OFFSET) throw new Error(`offset ${last} exceeds the safe integer range`);
+    const expected = state.next ?? first;
+    this.currentChunk = { ...src, messages: new Map(chunk.map((m) => [Number(m.offset), m])) };
+    let result;
+    try {
+      result = await retry(
+        () =>
+          this.writer.writeBatch({
+            consumerGroup: this.plan.source.consumerGroup,
+            topic: src.topic,
+            partition: src.partition,
+            tenantId: src.tenantId ?? "00000000-0000-0000-0000-000000000000",
+            expectedOffset: expected,
+            nextOffset: last + 1,
+            rows,
+            deadLetters,
+          }),
+        this.retryPolicy(),
+        { retriable: isRetriablePgError, signal: this.abort.signal, onRetry: (err) => this.onDbRetry(err) },
+      );
+    } catch (err) {
+      if (err instanceof FencedError) {
+        this.metrics.fenced.inc({ topic: src.topic });
+        this.log.warn({ topic: src.topic, partition: src.partition, err: err.message }, "batch fenced; another worker owns the partition");
+        this.partitions.delete(this.key(src.topic, src.partition));
+        return false;
+      }
+      if (this.abort.signal.aborted) return false;
+      throw err;
+    } finally {
+      this.currentChunk = undefined;
+    }
+    this.dbOk = true;
+    state.next = last + 1;
+    state.lastProgressAt = Date.now();
+    p.resolveOffset(String(last));
+    // Kafka's committed offset is only a hint (the database is authoritative): never fail on it.
+    await this.consumer.commitOffsets([{ topic: src.topic, partition: src.partition, offset: String(last + 1) }]).catch((err: unknown) => {
+      this.log.warn({ err: (err as Error).message }, "Kafka offset commit failed (database offsets are authoritative)");
+    });
+    const tenant = src.tenantId ?? "unknown";
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    this.metrics.batchRows.observe({ sink: this.sinkPlan.id }, rows.length);
+    this.metrics.batchDuration.observe({ sink: this.sinkPlan.id }, seconds);
+    if (!result.alreadyCommitted) {
+      this.metrics.records.inc({ tenant, outcome: "stored" }, result.inserted);
+      this.metrics.records.inc({ tenant, outcome: "duplicate" }, result.duplicates);
+      const dls = deadLetters.length + result.rejected.length;
+      if (dls > 0) {
+        this.metrics.records.inc({ tenant, outcome: "dead_lettered" }, dls);
+        for (const d of deadLetters) this.metrics.deadLetters.inc({ tenant, reason: d.reason });
+        for (const r of result.rejected) this.metrics.deadLetters.inc({ tenant, reason: r.reason });
+        this.dlqPublisher.trigger();
+      }
+      if (firstTimestamp !== null) this.metrics.produceToCommit.observe({ tenant }, Math.max(0, Date.now() - firstTimestamp) / 1000);
+    }
+    return true;
+  }
+
+  status(): WorkerStatus {
+    const now = Date.now();
+    return {
+      instanceId: this.instanceId,
+      joined: this.joined,
+      crashed: this.crashed,
+      dbOk: this.dbOk,
+      assigned: [...this.partitions.entries()].map(([k, s]) => {
+        const [topic, partition] = k.split("\u0000") as [string, string];
+        return { topic, partition: Number(partition), next: s.next, lag: s.lag, stalledMs: s.lag > 0 ? now - s.lastProgressAt : 0 };
+      }),
+    };
+  }
+
+  /** Ready: joined the group, the database answers, and no partition with lag is stuck. */
+  ready(): { ready: boolean; why: string[] } {
+    const s = this.status();
+    const why: string[] = [];
+    if (!s.joined) why.push(s.crashed ? `consumer crashed: ${s.crashed}` : "not a member of the consumer group yet");
+    if (!s.dbOk) why.push("database writes are failing (retrying)");
+    const stall = this.settings.stallAfterMs ?? 60_000;
+    for (const a of s.assigned) if (a.stalledMs > stall) why.push(`${a.topic}[${a.partition}] stalled at offset ${a.next} with lag ${a.lag} for ${Math.round(a.stalledMs / 1000)} s`);
+    return { ready: why.length === 0, why };
+  }
+
+  /** Total lag over the partitions this worker has seen (for the demo's "drained" check). */
+  totalLag(): number {
+    let lag = 0;
+    for (const s of this.partitions.values()) lag += s.lag;
+    return lag;
+  }
+
+  /** Graceful stop: finish the chunk in flight, commit, publish outstanding dead letters, disconnect. */
+  async stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      if (this.topicTimer) clearTimeout(this.topicTimer);
+      await this.consumer.stop().catch(() => {});
+      this.abort.abort(new Error("worker stopping"));
+      await this.dlqPublisher.stop();
+      await this.dlqPublisher.flush().catch((err: unknown) => this.log.warn({ err }, "dead-letter flush at shutdown failed; they stay in the outbox"));
+      await Promise.allSettled([this.consumer.disconnect(), this.producer.disconnect(), this.admin.disconnect()]);
+      await this.pool.end().catch(() => {});
+    })();
+    await this.stopping;
+  }
+
+  /** For tests: the dead-letter publisher's drain (publish everything recorded so far). */
+  async drainDeadLetters(): Promise<number> {
+    return await this.dlqPublisher.drain();
+  }
+}

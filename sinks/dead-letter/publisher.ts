@@ -1,0 +1,187 @@
+/**
+ * Publishes dead letters from the outbox (millrace.dead_letters, written in the same transaction
+ * as the batch they came from) to the tenant's dead-letter topic, then marks them published.
+ *
+ * Delivery to the topic is at-least-once: a crash after Kafka acknowledged a record but before the
+ * row was marked publishes it again on restart, with the same `millrace.dlq.id` header and the same
+ * key, so a reader can drop the repeat. The outbox itself holds each dead letter exactly once.
+ * Several workers may publish at the same time: rows are claimed with FOR UPDATE SKIP LOCKED.
+ */
+import type { Admin, Producer } from "kafkajs";
+import type pg from "pg";
+import type { Logger } from "../../lib/log.ts";
+import type { PipelineMetrics } from "../../lib/metrics.ts";
+import type { TopicPattern } from "../../pipelines/runtime/tenant-directory.ts";
+import { deadLetterHeaders } from "./headers.ts";
+
+/** Where dead letters of records whose topic names no tenant go. */
+export const UNROUTABLE_DLQ_TOPIC = "millrace-dead-letters";
+
+interface OutboxRow {
+  source_topic: string;
+  source_partition: number;
+  source_offset: string;
+  tenant_id: string | null;
+  reason: string;
+  stage: string;
+  message: string;
+  schema_id: number | null;
+  record_key: Buffer | null;
+  record_value: Buffer | null;
+  record_headers: Record<string, string>;
+  record_timestamp: Date | null;
+}
+
+export interface DeadLetterPublisherOptions {
+  pool: pg.Pool;
+  producer: Producer;
+  admin: Admin;
+  topicPattern: TopicPattern;
+  maxBatch: number;
+  intervalMs: number;
+  partitions: number;
+  log: Logger;
+  metrics: PipelineMetrics;
+}
+
+export class DeadLetterPublisher {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+  private again = false;
+  private readonly knownTopics = new Set<string>();
+  private stopped = false;
+  /** Set when the last publish attempt failed (for readiness and logs). */
+  lastError: Error | undefined;
+
+  constructor(private readonly o: DeadLetterPublisherOptions) {}
+
+  start(): void {
+    const tick = () => {
+      if (this.stopped) return;
+      this.trigger();
+      this.timer = setTimeout(tick, this.o.intervalMs);
+      this.timer.unref();
+    };
+    tick();
+  }
+
+  /** Publish soon (after a batch recorded dead letters). Coalesces concurrent triggers. */
+  trigger(): void {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.drain()
+      .catch((err: unknown) => {
+        this.lastError = err as Error;
+        this.o.log.warn({ err }, "dead-letter publish failed; will retry");
+        return 0;
+      })
+      .finally(() => {
+        this.running = undefined;
+        if (this.again && !this.stopped) {
+          this.again = false;
+          this.trigger();
+        }
+      });
+  }
+
+  /** Publish until the outbox is empty; returns how many were published. */
+  async drain(): Promise<number> {
+    let total = 0;
+    while (!this.stopped) {
+      const n = await this.publishOnce();
+      total += n;
+      if (n < this.o.maxBatch) break;
+    }
+    return total;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** Flush what is left (on shutdown), ignoring the stopped flag once. */
+  async flush(): Promise<void> {
+    await this.running;
+    while ((await this.publishOnce()) === this.o.maxBatch);
+  }
+
+  private topicFor(row: OutboxRow): string {
+    return row.tenant_id ? this.o.topicPattern.topicFor(row.tenant_id) : UNROUTABLE_DLQ_TOPIC;
+  }
+
+  private async ensureTopics(topics: string[]): Promise<void> {
+    const missing = topics.filter((t) => !this.knownTopics.has(t));
+    if (missing.length === 0) return;
+    // Creating an existing topic is a no-op here (createTopics resolves false).
+    await this.o.admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: this.o.partitions })), waitForLeaders: true });
+    for (const t of missing) this.knownTopics.add(t);
+  }
+
+  private async publishOnce(): Promise<number> {
+    const client = await this.o.pool.connect();
+    try {
+      await client.query("BEGIN");
+      const res = await client.query<OutboxRow>(
+        `SELECT source_topic, source_partition, source_offset, tenant_id, reason, stage, message, schema_id,
+                record_key, record_value, record_headers, record_timestamp
+         FROM millrace.dead_letters WHERE published_at IS NULL
+         ORDER BY created_at, source_topic, source_partition, source_offset
+         LIMIT $1 FOR UPDATE SKIP LOCKED`,
+        [this.o.maxBatch],
+      );
+      if (res.rows.length === 0) {
+        await client.query("COMMIT");
+        return 0;
+      }
+      const byTopic = new Map<string, OutboxRow[]>();
+      for (const r of res.rows) {
+        const t = this.topicFor(r);
+        byTopic.set(t, [...(byTopic.get(t) ?? []), r]);
+      }
+      await this.ensureTopics([...byTopic.keys()]);
+      await this.o.producer.sendBatch({
+        acks: -1,
+        topicMessages: [...byTopic].map(([topic, rows]) => ({
+          topic,
+          messages: rows.map((r) => ({
+            key: r.record_key,
+            value: r.record_value,
+            timestamp: r.record_timestamp ? String(r.record_timestamp.getTime()) : undefined,
+            headers: deadLetterHeaders(
+              {
+                sourceTopic: r.source_topic,
+                sourcePartition: r.source_partition,
+                sourceOffset: Number(r.source_offset),
+                tenantId: r.tenant_id,
+                reason: r.reason,
+                stage: r.stage,
+                message: r.message,
+                schemaId: r.schema_id,
+                timestamp: r.record_timestamp ? r.record_timestamp.getTime() : null,
+              },
+              r.record_headers,
+            ),
+          })),
+        })),
+      });
+      await client.query(
+        `UPDATE millrace.dead_letters SET published_at = now()
+         WHERE (source_topic, source_partition, source_offset) IN (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]))`,
+        [res.rows.map((r) => r.source_topic), res.rows.map((r) => r.source_partition), res.rows.map((r) => r.source_offset)],
+      );
+      await client.query("COMMIT");
+      for (const r of res.rows) this.o.metrics.deadLettersPublished.inc({ tenant: r.tenant_id ?? "unknown" });
+      this.lastError = undefined;
+      return res.rows.length;
+    } catch (err) {
+      await client.query("ROLLBACK").catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+}
