@@ -6,6 +6,7 @@
  *  - tenant_mismatch: payload tenant_id differs from the topic's tenant (a security boundary: such
  *    a reading is stored under neither tenant)
  *  - unknown_tenant / tenant_suspended: the topic's tenant is not active
+ *  - invalid_time: before 1900-01-01 (a clock error, whatever the retention)
  *  - time_in_future: more than `maxFutureSkewMs` ahead of the worker's clock
  *  - time_too_old: older than the tenant's retention (NULL retention = unlimited)
  *  - non_finite_value: NaN or ±Infinity in a measure (null is fine: "not measured"); the same policy
@@ -26,6 +27,9 @@ export interface TenantInfo {
 export interface ValidateOptions {
   maxFutureSkewMs: number;
 }
+
+/** Readings before 1900 are certainly clock errors (and keep partition creation bounded). */
+export const MIN_TIME = Date.UTC(1900, 0, 1);
 
 export const ID_PATTERN = /^[A-Za-z0-9._:/-]{1,128}$/;
 
@@ -54,7 +58,9 @@ export function validateReading(
   if (!ID_PATTERN.test(r.facility_id)) {
     return { ok: false, reason: "invalid_facility_id", message: `facility_id must be 1-128 characters of [A-Za-z0-9._:/-], got ${JSON.stringify(r.facility_id.slice(0, 140))}` };
   }
-  if (!Number.isFinite(r.time)) return { ok: false, reason: "invalid_time", message: `time ${r.time} is not a finite instant` };
+  if (!Number.isFinite(r.time) || r.time < MIN_TIME) {
+    return { ok: false, reason: "invalid_time", message: `time ${r.time} is not an instant after 1900-01-01T00:00:00Z` };
+  }
   if (r.time > ctx.now + opts.maxFutureSkewMs) {
     return { ok: false, reason: "time_in_future", message: `time ${new Date(r.time).toISOString()} is more than ${opts.maxFutureSkewMs} ms ahead of the worker clock` };
   }
