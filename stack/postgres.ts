@@ -238,12 +238,21 @@ function cmdline(pid: number): string[] | undefined {
   }
 }
 
+/** Does pid run the PostgreSQL server binary? */
+function isPostgresBinary(pid: number): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`) === realpathSync(bin("postgres"));
+  } catch {
+    return false;
+  }
+}
+
 /** Is pid a live postmaster of this data directory? (Guards against pid reuse.) */
 function isOurPostmaster(pid: number | undefined, p: PgPaths): pid is number {
   if (pid === undefined || !isAlive(pid)) return false;
   const argv = cmdline(pid);
   if (!argv) return true; // no /proc: trust the pid
-  return argv.some((a) => a.endsWith("postgres") || a.endsWith("postmaster")) && argv.includes(p.dataDir);
+  return isPostgresBinary(pid) && argv.includes(p.dataDir);
 }
 
 /** The postmaster's pid from data/postmaster.pid (first line), if that file exists. */
@@ -454,11 +463,10 @@ export const postgresService: StackService = {
     } else {
       const lock = lockFilePid(p);
       if (lock !== undefined) {
-        const argv = isAlive(lock) ? cmdline(lock) : undefined;
-        if (argv?.some((a) => /postgres|postmaster/.test(a))) {
+        if (isAlive(lock) && isPostgresBinary(lock)) {
           throw new Error(
-            `postgres: ${join(p.dataDir, "postmaster.pid")} names pid ${lock}, a live PostgreSQL process (${argv.join(" ").trim()}) ` +
-              `this stack does not recognise; stop it first`,
+            `postgres: ${join(p.dataDir, "postmaster.pid")} names pid ${lock}, a live PostgreSQL process ` +
+              `(${(cmdline(lock) ?? []).join(" ").trim()}) this stack does not recognise; stop it first`,
           );
         }
         // The pid is dead (or now another program): a stale lock file from a killed server.
