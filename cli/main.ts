@@ -3,6 +3,9 @@ import { Command } from "commander";
 import { registerStackCommands } from "./stack.ts";
 import { registerMigrateCommands } from "./migrate.ts";
 import { registerTestCommand } from "./test.ts";
+import { registerTopologyCommands } from "./topology.ts";
+import { registerProduceCommands } from "./produce.ts";
+import { registerRunCommand } from "./run.ts";
 
 const program = new Command();
 program
@@ -13,7 +16,10 @@ program
 
 registerStackCommands(program);
 registerMigrateCommands(program);
+registerTopologyCommands(program);
+registerRunCommand(program);
 registerTestCommand(program);
+registerProduceCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as Error;

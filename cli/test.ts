@@ -4,6 +4,7 @@
  * stack's settings in the environment. Exit code is the suite's.
  */
 import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { repoRoot, stackContext } from "../stack/context.ts";
@@ -17,6 +18,17 @@ function run(step: string, cmd: string, args: string[], env: NodeJS.ProcessEnv):
   }
 }
 
+/** The one closing line CI reads: "tests: N passed, N failed, N skipped". */
+function printSummary(file: string): void {
+  if (!existsSync(file)) return;
+  try {
+    const r = JSON.parse(readFileSync(file, "utf8")) as { numPassedTests: number; numFailedTests: number; numPendingTests: number; numTodoTests: number };
+    process.stdout.write(`\ntests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped\n`);
+  } catch {
+    /* the runner's own output stands */
+  }
+}
+
 export function registerTestCommand(program: Command): void {
   program
     .command("test")
@@ -26,9 +38,15 @@ export function registerTestCommand(program: Command): void {
     .action(async (vitestArgs: string[], opts: { stack: boolean }) => {
       const env: NodeJS.ProcessEnv = { ...process.env };
       if (opts.stack) Object.assign(env, await stackUp(stackContext()));
+      rmSync(join(stackContext().stateDir, "test-results.json"), { force: true });
       const bin = (name: string) => join(repoRoot, "node_modules", ".bin", name);
       run("typecheck", bin("tsc"), ["--noEmit", "-p", "tsconfig.json"], env);
       run("lint", bin("eslint"), ["."], env);
-      run("tests", bin("vitest"), ["run", ...vitestArgs], env);
+      const results = join(stackContext().stateDir, "test-results.json");
+      try {
+        run("tests", bin("vitest"), ["run", "--reporter=default", "--reporter=json", `--outputFile.json=${results}`, ...vitestArgs], env);
+      } finally {
+        printSummary(results);
+      }
     });
 }

@@ -46,6 +46,11 @@ export function parseFrame(buf: Buffer | null): { ok: true; schemaId: number; bo
   return { ok: true, schemaId: buf.readUInt32BE(1), body: buf.subarray(HEADER_BYTES) };
 }
 
+/** The schema id of a well-formed frame, else null. */
+export function schemaIdOf(buf: Buffer | null): number | null {
+  return buf && buf.length >= HEADER_BYTES && buf[0] === MAGIC_BYTE ? buf.readUInt32BE(1) : null;
+}
+
 export class AvroDecoder {
   private readonly cache = new Map<number, CacheEntry>();
   private readonly now: () => number;

@@ -25,9 +25,10 @@ import { parseAvroSchema } from "../../schemas/index.ts";
 import { DeadLetterPublisher } from "../../sinks/dead-letter/publisher.ts";
 import { createPool } from "../../sinks/timescale/pool.ts";
 import { TimescaleWriter, type DeadLetterRow } from "../../sinks/timescale/writer.ts";
-import { AvroDecoder, type SchemaLookup } from "../processors/decode.ts";
+import { AvroDecoder, schemaIdOf, type SchemaLookup } from "../processors/decode.ts";
 import type { ProcessorPlan, SinkPlan, TopologyPlan } from "../topology/plan.ts";
-import { BatchProcessor } from "./batch-processor.ts";
+import { BatchProcessor, deadLetterOf } from "./batch-processor.ts";
+import type { Rejection, StoredReading } from "../reading.ts";
 import { TenantDirectory, TopicPattern } from "./tenant-directory.ts";
 import { readFileSync } from "node:fs";
 import { resolve, dirname } from "node:path";
@@ -45,6 +46,8 @@ export interface WorkerSettings {
   deadLetterPartitions?: number;
   /** A partition with lag that has not moved for this long makes /readyz fail. */
   stallAfterMs?: number;
+  /** Only consume tenant topics this accepts (default: all that match the source pattern). */
+  topicFilter?: (topic: string) => boolean;
 }
 
 interface PartitionState {
@@ -139,7 +142,7 @@ export class IngestWorker {
       applicationName: this.instanceId,
       statementTimeoutMs: this.sinkPlan.statementTimeoutMs,
     });
-    this.writer = new TimescaleWriter(this.pool, (row, rej) => this.sinkRejection(row.offset, rej));
+    this.writer = new TimescaleWriter(this.pool);
     this.tenants = new TenantDirectory(this.pool, validatePlan.tenantRefreshMs);
     const schemaText = readFileSync(resolve(dirname(plan.file), this.decodePlan.schemaFile), "utf8");
     const reader = parseAvroSchema(schemaText);
@@ -171,29 +174,6 @@ export class IngestWorker {
       metrics: this.metrics,
     });
   }
-
-  /** Records of a sink-refused row: the engine still has the original message bytes. */
-  private readonly inflightMessages = new Map<string, Map<number, KafkaMessage>>();
-  private sinkRejection(offset: number, rej: { reason: string; stage: string; message: string }): DeadLetterRow {
-    // Filled by writeChunk before the write; the row's topic/partition is the chunk's.
-    const ctx = this.currentChunk;
-    const m = ctx?.messages.get(offset);
-    return {
-      sourceTopic: ctx?.topic ?? "",
-      sourcePartition: ctx?.partition ?? -1,
-      sourceOffset: offset,
-      tenantId: ctx?.tenantId ?? null,
-      reason: rej.reason,
-      stage: rej.stage,
-      message: rej.message,
-      schemaId: m?.value && m.value.length >= 5 ? m.value.readUInt32BE(1) : null,
-      key: m?.key ?? null,
-      value: m?.value ?? null,
-      headers: {},
-      timestamp: m?.timestamp ? Number(m.timestamp) : null,
-    };
-  }
-  private currentChunk: { topic: string; partition: number; tenantId: string | null; messages: Map<number, KafkaMessage> } | undefined;
 
   async start(): Promise<void> {
     await this.pool.query("SELECT 1");
@@ -231,7 +211,8 @@ export class IngestWorker {
 
   private async tenantTopics(): Promise<string[]> {
     const all = await this.admin.listTopics();
-    return all.filter((t) => this.sourcePattern.tenantOf(t) !== undefined).sort();
+    const accept = this.settings.topicFilter ?? (() => true);
+    return all.filter((t) => this.sourcePattern.tenantOf(t) !== undefined && accept(t)).sort();
   }
 
   /**
@@ -369,7 +350,10 @@ export class IngestWorker {
     const last = Number(chunk[chunk.length - 1]!.offset);
     if (last >= MAX_SAFE_OFFSET) throw new Error(`offset ${last} exceeds the safe integer range`);
     const expected = state.next ?? first;
-    this.currentChunk = { ...src, messages: new Map(chunk.map((m) => [Number(m.offset), m])) };
+    const byOffset = new Map(chunk.map((m) => [Number(m.offset), m]));
+    // A row the database refuses is dead-lettered with its original record (key, bytes, headers).
+    const deadLetterFor = (row: StoredReading, rej: Rejection): DeadLetterRow =>
+      deadLetterOf(byOffset.get(row.offset)!, src, { ...rej, schemaId: schemaIdOf(byOffset.get(row.offset)!.value) });
     let result;
     try {
       result = await retry(
@@ -383,6 +367,7 @@ export class IngestWorker {
             nextOffset: last + 1,
             rows,
             deadLetters,
+            deadLetterFor,
           }),
         this.retryPolicy(),
         { retriable: isRetriablePgError, signal: this.abort.signal, onRetry: (err) => this.onDbRetry(err) },
@@ -396,8 +381,6 @@ export class IngestWorker {
       }
       if (this.abort.signal.aborted) return false;
       throw err;
-    } finally {
-      this.currentChunk = undefined;
     }
     this.dbOk = true;
     state.next = last + 1;

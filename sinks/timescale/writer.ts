@@ -44,6 +44,8 @@ export interface BatchCommit {
   nextOffset: number;
   rows: readonly StoredReading[];
   deadLetters: readonly DeadLetterRow[];
+  /** Builds the dead letter of a row the database refuses (the engine still holds the original bytes). */
+  deadLetterFor: (row: StoredReading, rejection: Rejection) => DeadLetterRow;
 }
 
 export interface BatchResult {
@@ -158,11 +160,7 @@ export class TimescaleWriter {
   /** Epoch days known to have a partition (or a hypertable that makes chunks itself). */
   private readonly knownDays = new Set<number>();
 
-  constructor(
-    private readonly pool: pg.Pool,
-    /** Maps a failing row to the dead-letter row recorded for it (the engine knows the original bytes). */
-    private readonly deadLetterFor: (row: StoredReading, rejection: Rejection) => DeadLetterRow,
-  ) {}
+  constructor(private readonly pool: pg.Pool) {}
 
   /** Make sure every UTC day of the rows has a partition (own short transaction, before the batch). */
   async ensurePartitions(rows: readonly StoredReading[]): Promise<void> {
@@ -224,7 +222,7 @@ export class TimescaleWriter {
         reason: "sink_data_error",
         message: pgMessage(error),
       }));
-      await insertDeadLetters(client, [...batch.deadLetters, ...rejected.map((r) => this.deadLetterFor(r.row, r))]);
+      await insertDeadLetters(client, [...batch.deadLetters, ...rejected.map((r) => batch.deadLetterFor(r.row, r))]);
       const adv = await client.query(ADVANCE_SQL, [batch.consumerGroup, batch.topic, batch.partition, batch.expectedOffset, batch.nextOffset]);
       if (adv.rowCount !== 1) {
         const now = await client.query<{ next_offset: string }>(

@@ -57,6 +57,7 @@ describe("timescale sink", () => {
     nextOffset: (rs.at(-1)?.offset ?? expected - 1) + 1,
     rows: rs,
     deadLetters: [],
+    deadLetterFor: dl,
     ...extra,
   });
 
@@ -77,7 +78,7 @@ describe("timescale sink", () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     await insertTenant(db.admin, { tenantId: tenant, retentionDays: null });
-    writer = new TimescaleWriter(db.writer, dl);
+    writer = new TimescaleWriter(db.writer);
   });
   afterAll(async () => {
     await db?.drop();

@@ -1,0 +1,16 @@
+/** Every component type topology.yaml can name, by `type:`. A new component is one file in components/ and one line here. */
+import type { ComponentSpec } from "./component-spec.ts";
+import { avroDecode } from "./components/avro-decode.ts";
+import { kafkaDeadLetter } from "./components/kafka-dead-letter.ts";
+import { kafkaTenantTopics } from "./components/kafka-tenant-topics.ts";
+import { timescaleCopy } from "./components/timescale-copy.ts";
+import { validateReading } from "./components/validate-reading.ts";
+
+/** In docs order: sources, then processors in flow order, then sinks. */
+export const COMPONENTS: readonly ComponentSpec[] = [kafkaTenantTopics, avroDecode, validateReading, timescaleCopy, kafkaDeadLetter];
+
+const byType = new Map(COMPONENTS.map((c) => [c.type, c]));
+
+export function componentSpec(type: string): ComponentSpec | undefined {
+  return byType.get(type);
+}
