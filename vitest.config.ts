@@ -10,7 +10,7 @@ export default defineConfig({
       {
         test: {
           name: "unit",
-          include: ["{pipelines,schemas,sinks,lib,cli,stack,migrations,tenants,bench}/**/*.test.ts", "test/unit/**/*.test.ts"],
+          include: ["{pipelines,schemas,sinks,lib,cli,stack,migrations,tenants,bench,produce}/**/*.test.ts", "test/unit/**/*.test.ts"],
           testTimeout: 20_000,
         },
       },
