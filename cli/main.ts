@@ -6,6 +6,7 @@ import { registerTestCommand } from "./test.ts";
 import { registerTopologyCommands } from "./topology.ts";
 import { registerProduceCommands } from "./produce.ts";
 import { registerRunCommand } from "./run.ts";
+import { registerDemoCommand } from "./demo.ts";
 
 const program = new Command();
 program
@@ -17,6 +18,7 @@ program
 registerStackCommands(program);
 registerMigrateCommands(program);
 registerTopologyCommands(program);
+registerDemoCommand(program);
 registerRunCommand(program);
 registerTestCommand(program);
 registerProduceCommands(program);

@@ -116,8 +116,12 @@ export class DeadLetterPublisher {
   private async ensureTopics(topics: string[]): Promise<void> {
     const missing = topics.filter((t) => !this.knownTopics.has(t));
     if (missing.length === 0) return;
-    // Creating an existing topic is a no-op here (createTopics resolves false).
-    await this.o.admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: this.o.partitions })), waitForLeaders: true });
+    // Tenant provisioning creates dead-letter topics; this only covers topics made before it did.
+    const existing = new Set(await this.o.admin.listTopics());
+    const create = missing.filter((t) => !existing.has(t));
+    if (create.length > 0) {
+      await this.o.admin.createTopics({ topics: create.map((topic) => ({ topic, numPartitions: this.o.partitions })), waitForLeaders: true });
+    }
     for (const t of missing) this.knownTopics.add(t);
   }
 
