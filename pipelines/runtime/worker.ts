@@ -297,6 +297,10 @@ export class IngestWorker {
         this.partitions.set(k, state);
       }
       state.highWatermark = Number(batch.highWatermark);
+      const pending = Math.max(0, state.highWatermark - (state.next ?? Number(batch.firstOffset() ?? batch.highWatermark)));
+      // The stall clock starts when there is work to do, not when the partition was last idle.
+      if (state.lag === 0 && pending > 0) state.lastProgressAt = Date.now();
+      state.lag = pending;
       let messages = batch.messages;
       if (state.next !== undefined) {
         const from = state.next;
