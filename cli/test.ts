@@ -9,6 +9,7 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { repoRoot, stackContext } from "../stack/context.ts";
 import { stackUp } from "../stack/stack.ts";
+import { ensurePythonTestDeps } from "../stack/python.ts";
 
 function run(step: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): void {
   process.stderr.write(`\n== ${step}: ${cmd} ${args.join(" ")}\n`);
@@ -38,6 +39,7 @@ export function registerTestCommand(program: Command): void {
     .action(async (vitestArgs: string[], opts: { stack: boolean }) => {
       const env: NodeJS.ProcessEnv = { ...process.env };
       if (opts.stack) Object.assign(env, await stackUp(stackContext()));
+      env.MILLRACE_PYTHON = ensurePythonTestDeps(stackContext(), env.MILLRACE_PYTHON);
       rmSync(join(stackContext().stateDir, "test-results.json"), { force: true });
       const bin = (name: string) => join(repoRoot, "node_modules", ".bin", name);
       run("typecheck", bin("tsc"), ["--noEmit", "-p", "tsconfig.json"], env);
