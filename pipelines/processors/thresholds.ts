@@ -33,12 +33,15 @@ import { createHash } from "node:crypto";
 import type { AlertEvent, AlertRule } from "../../schemas/generated.ts";
 import { severityRank, type Measure, type Severity, type ThresholdRule } from "./threshold-rules.ts";
 
-/** What the evaluator needs of a reading (a StoredReading is one). */
-export type ThresholdReading<M extends string = Measure> = {
+/** Where and when a reading was taken. */
+export interface ReadingOrigin {
   readonly time: number;
   readonly equipmentId: string;
   readonly facilityId: string;
-} & { readonly [K in M]?: number | null };
+}
+
+/** What the evaluator needs of a reading (a StoredReading is one). */
+export type ThresholdReading<M extends string = Measure> = ReadingOrigin & { readonly [K in M]?: number | null };
 
 export interface ActiveAlarm {
   alertId: string;
@@ -135,7 +138,7 @@ export function alertRule<M extends string>(rule: ThresholdRule<M>, severity: Se
 
 function eventOf(
   tenantId: string,
-  reading: ThresholdReading<string>,
+  reading: ReadingOrigin,
   value: number | null,
   alarm: { alertId: string; seq: number; severity: Severity; rule: AlertRule },
   step: AlertEvent["step"],
@@ -220,7 +223,7 @@ export function evaluateRule<M extends string>(rule: ThresholdRule<M>, state: Ru
  * step at the reading's time, reason `rule_removed`. Null when there is nothing to close or the
  * reading is late (same policy as {@link evaluateRule}).
  */
-export function closeRemovedRule(state: RuleAlarmState, reading: ThresholdReading<string>, tenantId: string): RuleStep | null {
+export function closeRemovedRule(state: RuleAlarmState, reading: ReadingOrigin, tenantId: string): RuleStep | null {
   const a = state.active;
   if (a === null || (state.lastTime !== null && reading.time <= state.lastTime)) return null;
   const event = eventOf(tenantId, reading, null, { ...a, seq: a.seq + 1 }, "cleared", a.severity, "rule_removed");

@@ -1,0 +1,175 @@
+/**
+ * The alert publisher against the real stack: outbox → alerts-{tenant} (Avro through the schema
+ * registry, one registration per subject), marked published, at-least-once with a stable event id,
+ * two replicas publishing at once without duplicates or reordering, and webhooks delivered
+ * (with retries) from what was published.
+ */
+import { randomUUID } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { SchemaRegistry } from "@kafkajs/confluent-schema-registry";
+import type { Admin, Kafka, KafkaMessage, Producer } from "kafkajs";
+import client from "prom-client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { requireEnv } from "../../lib/env.ts";
+import { silentLogger } from "../../lib/log.ts";
+import { persistAlarmChanges } from "../../pipelines/processors/alarm-store.ts";
+import { PgQuotaStore } from "../../pipelines/processors/quota-store.ts";
+import { pgAlarmStateSource, ThresholdEvaluator } from "../../pipelines/processors/threshold-evaluator.ts";
+import { TopicPattern } from "../../pipelines/runtime/tenant-directory.ts";
+import type { AlertEvent } from "../../schemas/generated.ts";
+import { decodeAlertEvent } from "../../sinks/alerts/encode.ts";
+import { AlertPublisher, AlertPublisherMetrics, type AlertSchemaRegistrar } from "../../sinks/alerts/publisher.ts";
+import { PgWebhookTargets, WebhookMetrics, WebhookNotifier } from "../../sinks/alerts/webhooks.ts";
+import { createTestDatabase, insertTenant, type TestDatabase } from "../helpers/db.ts";
+import { consumeAll, header, testKafka } from "../helpers/kafka.ts";
+import { waitUntil } from "../helpers/wait.ts";
+
+const T0 = Date.UTC(2024, 4, 1, 8, 0, 0);
+
+describe("alert publisher (outbox → alerts topic, webhooks)", () => {
+  let db: TestDatabase;
+  let kafka: Kafka;
+  let admin: Admin;
+  const producers: Producer[] = [];
+  const tenant = randomUUID();
+  const topic = `alerts-${tenant}`;
+  let hook: Server;
+  let hookUrl: string;
+  const hookBodies: string[] = [];
+  const registrations: string[] = [];
+  let registry: AlertSchemaRegistrar;
+  const webhookRegistry = new client.Registry();
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await insertTenant(db.admin, { tenantId: tenant, maxEquipment: 5 });
+    kafka = testKafka("alerts-test");
+    admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
+    const real = new SchemaRegistry({ host: requireEnv("MILLRACE_SCHEMA_REGISTRY_URL") });
+    registry = {
+      register: (schema, opts) => {
+        registrations.push(opts.subject);
+        return real.register(schema, opts);
+      },
+    };
+    // A webhook that fails the first two requests.
+    hook = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString("utf8")));
+      req.on("end", () => {
+        hookBodies.push(body);
+        res.writeHead(hookBodies.length <= 2 ? 502 : 200).end();
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, "127.0.0.1", r));
+    hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/alerts`;
+    await db.admin.query("INSERT INTO millrace.tenant_webhooks (tenant_id, url, secret_env) VALUES ($1, $2, 'MILLRACE_TEST_WEBHOOK_SECRET')", [tenant, hookUrl]);
+
+    // Events in the outbox: an alarm's four steps (raised, escalated, de-escalated, cleared) and a quota warning.
+    const ev = new ThresholdEvaluator({
+      source: pgAlarmStateSource(db.writer),
+      defaults: [{ id: "vibration_high", name: "Vibration high", measure: "vibration", comparison: "above", levels: [{ severity: "warning", threshold: 1 }, { severity: "critical", threshold: 3 }], sustainMs: 0, deadband: 0.1, clearSustainMs: 0 }],
+      rulesRefreshMs: 60_000,
+    });
+    const rows = [0.5, 2, 4, 2, 0.5].map((v, i) => ({ time: T0 + i * 1000, equipmentId: "press-1", facilityId: "plant-1", vibration: v }));
+    await ev.prepare("p", tenant, rows);
+    const changes = ev.evaluate("p", tenant, rows);
+    const c = await db.writer.connect();
+    await c.query("BEGIN");
+    await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
+    await persistAlarmChanges(c, tenant, changes);
+    await c.query("COMMIT");
+    c.release();
+    await new PgQuotaStore(db.writer).admit(tenant, ["a", "b", "c", "d"]);
+  });
+  afterAll(async () => {
+    await Promise.all(producers.map((p) => p.disconnect()));
+    await admin?.deleteTopics({ topics: [topic] }).catch(() => {});
+    await admin?.disconnect();
+    hook?.closeAllConnections();
+    await new Promise((r) => hook?.close(r));
+    await db?.drop();
+  });
+
+  const publisher = async (o: { onPublished?: (e: readonly AlertEvent[]) => void; metrics?: AlertPublisherMetrics } = {}) => {
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+    await producer.connect();
+    producers.push(producer);
+    return new AlertPublisher({
+      pool: db.writer,
+      producer,
+      admin,
+      registry,
+      topicPattern: new TopicPattern("alerts-{tenant_id}"),
+      maxBatch: 2,
+      intervalMs: 100,
+      partitions: 3,
+      log: silentLogger,
+      ...o,
+    });
+  };
+  const steps = (ms: KafkaMessage[]) => ms.map((m) => decodeAlertEvent(m.value!).event).filter((e) => e.kind === "threshold").map((e) => `${e.seq}:${e.step}`);
+
+  it("two replicas drain the outbox: every event once, Avro through the registry, keyed and ordered by alarm; webhooks delivered with retries", async () => {
+    const targets = new PgWebhookTargets({ pool: db.writer, refreshMs: 60_000, secretOf: (n) => (n === "MILLRACE_TEST_WEBHOOK_SECRET" ? "hush" : undefined) });
+    await targets.refresh();
+    const notifier = new WebhookNotifier({ targets, initialDelayMs: 20, metrics: new WebhookMetrics(webhookRegistry) });
+    const metricsRegistry = new client.Registry();
+    const metrics = new AlertPublisherMetrics(metricsRegistry);
+    const [a, b] = [await publisher({ onPublished: (e) => notifier.notify(e), metrics }), await publisher({ onPublished: (e) => notifier.notify(e), metrics })];
+    const published = await Promise.all([a.drain(), b.drain(), a.drain(), b.drain()]);
+    await waitUntil("the outbox to be empty", async () => {
+      await Promise.all([a.drain(), b.drain()]);
+      const r = await db.admin.query("SELECT count(*)::int AS n FROM millrace.alerts_outbox WHERE published_at IS NULL");
+      return r.rows[0].n === 0;
+    }, 30_000);
+    expect(published.reduce((x, y) => x + y, 0)).toBeLessThanOrEqual(5);
+
+    const messages = await consumeAll(kafka, topic, 5, 60_000);
+    expect(messages).toHaveLength(5);
+    const events = messages.map((m) => decodeAlertEvent(m.value!));
+    const outbox = (await db.admin.query<{ event: AlertEvent }>("SELECT event FROM millrace.alerts_outbox")).rows.map((r) => r.event);
+    expect(events.map((e) => e.event).sort((x, y) => x.event_id.localeCompare(y.event_id))).toEqual(outbox.sort((x, y) => x.event_id.localeCompare(y.event_id)));
+    // The schema id on the wire is the one registered under alerts-{tenant}-value, registered once.
+    const real = new SchemaRegistry({ host: requireEnv("MILLRACE_SCHEMA_REGISTRY_URL") });
+    const latest = await real.getLatestSchemaId(`${topic}-value`);
+    expect(new Set(events.map((e) => e.schemaId))).toEqual(new Set([latest]));
+    expect(registrations.filter((s) => s === `${topic}-value`).length).toBeLessThanOrEqual(2); // once per publisher
+    // One alarm: one key, so one partition, steps in order.
+    const alarm = messages.filter((m) => decodeAlertEvent(m.value!).event.kind === "threshold");
+    expect(new Set(alarm.map((m) => m.key!.toString()))).toHaveProperty("size", 1);
+    expect(steps(alarm)).toEqual(["1:raised", "2:escalated", "3:de_escalated", "4:cleared"]);
+    for (const m of messages) expect(header(m, "millrace.alert.event_id")).toBe(decodeAlertEvent(m.value!).event.event_id);
+    expect(await metricsRegistry.metrics()).toContain(`millrace_alerts_published_total{tenant="${tenant}"} 5`);
+
+    // Webhooks: 5 events, the first two requests failed (502) and were retried.
+    await waitUntil("5 webhook deliveries", async () => (await webhookRegistry.metrics()).includes(`millrace_webhook_deliveries_total{tenant="${tenant}",outcome="delivered"} 5`), 30_000, 50);
+    expect(hookBodies).toHaveLength(7);
+    expect(new Set(hookBodies.map((b) => (JSON.parse(b) as AlertEvent).event_id))).toEqual(new Set(outbox.map((e) => e.event_id)));
+    await notifier.stop();
+  });
+
+  it("a crash between Kafka's ack and marking published republishes with the same event id (at-least-once), and nothing else", async () => {
+    await db.admin.query("UPDATE millrace.alerts_outbox SET published_at = NULL WHERE seq IN (1, 2) AND event->>'kind' = 'threshold'");
+    const p = await publisher();
+    expect(await p.drain()).toBe(2);
+    const messages = await consumeAll(kafka, topic, 7, 60_000);
+    const ids = messages.map((m) => header(m, "millrace.alert.event_id")!);
+    expect(ids).toHaveLength(7);
+    expect(new Set(ids).size).toBe(5); // a consumer de-duplicating on event_id sees each event once
+  });
+
+  it("an event that does not fit the schema is set aside (publish_error) and does not block the rest", async () => {
+    const bad = randomUUID();
+    await db.admin.query("INSERT INTO millrace.alerts_outbox (alert_id, seq, tenant_id, event) VALUES ($1, 1, $2, '{\"step\": \"nonsense\"}')", [bad, tenant]);
+    const p = await publisher();
+    await p.drain();
+    const r = await db.admin.query("SELECT published_at, publish_error FROM millrace.alerts_outbox WHERE alert_id = $1", [bad]);
+    expect(r.rows[0].published_at).toBeNull();
+    expect(r.rows[0].publish_error).toMatch(/does not fit schemas\/alert-event.avsc/);
+    expect(await p.drain()).toBe(0);
+  });
+});
