@@ -56,6 +56,8 @@ interface PartitionState {
   lag: number;
   lastProgressAt: number;
   highWatermark: number;
+  /** Consecutive failed attempts at the current chunk (for the pause backoff). */
+  failures?: number;
 }
 
 export interface WorkerStatus {
@@ -274,6 +276,40 @@ export class IngestWorker {
     return { retries: r.maxRetries, initialDelayMs: r.initialDelayMs, maxDelayMs: r.maxDelayMs, factor: r.factor };
   }
 
+  /** A few quick attempts inside the batch; beyond that the partition is paused and retried later. */
+  private inBatchRetryPolicy() {
+    const r = this.retryPolicy();
+    return { ...r, retries: Math.min(r.retries, 3) };
+  }
+
+  /**
+   * Backpressure: the partition's chunk could not be written (sink down, registry unreachable, an
+   * unexpected error). Nothing was resolved, so the records are fetched again; the partition is
+   * paused for an exponentially growing delay while the other partitions (other tenants) go on.
+   * Never dropped: this repeats until it succeeds or the worker stops; /readyz shows the stall.
+   */
+  private backOff(p: EachBatchPayload, src: { topic: string; partition: number }, state: PartitionState, err: unknown): void {
+    state.failures = (state.failures ?? 0) + 1;
+    this.metrics.sinkRetries.inc({ sink: this.sinkPlan.id });
+    const r = this.retryPolicy();
+    if (state.failures > r.retries + 1) {
+      this.log.error({ topic: src.topic, partition: src.partition, err }, "retries exhausted (retry.max_retries); partition stays paused");
+      p.pause();
+      return;
+    }
+    const delay = Math.min(r.maxDelayMs, r.initialDelayMs * r.factor ** Math.min(state.failures, 30));
+    const retriable = err instanceof MillraceError ? err.retriable : isRetriablePgError(err);
+    this.log[retriable ? "warn" : "error"](
+      { topic: src.topic, partition: src.partition, attempt: state.failures, delayMs: delay, err: (err as Error).message ?? String(err) },
+      "batch failed; partition paused, will retry",
+    );
+    const resume = p.pause();
+    const t = setTimeout(() => {
+      if (!this.abort.signal.aborted) resume();
+    }, delay);
+    t.unref();
+  }
+
   private onDbRetry(err: unknown): void {
     this.dbOk = false;
     this.metrics.sinkRetries.inc({ sink: this.sinkPlan.id });
@@ -350,11 +386,17 @@ export class IngestWorker {
     state: PartitionState,
   ): Promise<boolean> {
     const t0 = process.hrtime.bigint();
-    await retry(() => this.processor.prepare(chunk), this.retryPolicy(), {
-      retriable: (e) => e instanceof MillraceError ? e.retriable : isRetriablePgError(e),
-      signal: this.abort.signal,
-      onRetry: (err) => this.log.warn({ err: (err as Error).message }, "preparing batch failed; retrying"),
-    });
+    try {
+      await retry(() => this.processor.prepare(chunk), this.inBatchRetryPolicy(), {
+        retriable: (e) => (e instanceof MillraceError ? e.retriable : isRetriablePgError(e)),
+        signal: this.abort.signal,
+        onRetry: (err) => this.log.warn({ err: (err as Error).message }, "preparing batch failed; retrying"),
+      });
+    } catch (err) {
+      if (this.abort.signal.aborted) return false;
+      this.backOff(p, src, state, err);
+      return false;
+    }
     const { rows, deadLetters, firstTimestamp } = this.processor.process(chunk, src);
     const first = Number(chunk[0]!.offset);
     const last = Number(chunk[chunk.length - 1]!.offset);
@@ -379,7 +421,7 @@ export class IngestWorker {
             deadLetters,
             deadLetterFor,
           }),
-        this.retryPolicy(),
+        this.inBatchRetryPolicy(),
         { retriable: isRetriablePgError, signal: this.abort.signal, onRetry: (err) => this.onDbRetry(err) },
       );
     } catch (err) {
@@ -390,8 +432,11 @@ export class IngestWorker {
         return false;
       }
       if (this.abort.signal.aborted) return false;
-      throw err;
+      this.dbOk = false;
+      this.backOff(p, src, state, err);
+      return false;
     }
+    state.failures = 0;
     this.dbOk = true;
     state.next = last + 1;
     state.lastProgressAt = Date.now();

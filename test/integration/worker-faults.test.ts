@@ -131,6 +131,33 @@ describe("worker under faults (classes 3, 5, 17)", () => {
     await Promise.all([a.stop(), b.stop()]);
   });
 
+  it("a sink that keeps failing pauses its partition with backoff, drops nothing, and resumes when it heals", async () => {
+    const tenant = randomUUID();
+    tenants.push(tenant);
+    await createTenant(db.admin, admin, { tenantId: tenant, name: "heal", partitions: 1 });
+    const topic = `sensor-data-${tenant}`;
+    const plan = testPlan();
+    for (const s of plan.sinks) if (s.type === "timescale_copy") Object.assign(s.retry, { initialDelayMs: 50, maxDelayMs: 500 });
+    const worker = testWorker(plan, db.adminUrl, [topic], { stallAfterMs: 2000 });
+    workers.push(worker);
+    await worker.start();
+    // A misconfiguration (the writer lost its grant): not a data error, so nothing is dead-lettered.
+    await db.admin.query("REVOKE INSERT ON sensor_data_raw FROM millrace_writer");
+    try {
+      await produce(kafka, topic, Array.from({ length: 100 }, (_, i) => ({ key: "k", value: encodeReading(schemaId, reading(tenant, i, base)) })));
+      await waitUntil("readiness to report the failing sink", async () => !worker.ready().ready, 30_000);
+      const retries = await worker.metrics.registry.getSingleMetric("millrace_sink_retries_total")!.get();
+      expect(retries.values.reduce((n, v) => n + v.value, 0)).toBeGreaterThan(0);
+      expect(await stored(db, tenant)).toBe(0);
+    } finally {
+      await db.admin.query("GRANT INSERT ON sensor_data_raw TO millrace_writer");
+    }
+    await waitUntil("all 100 rows once the grant is back", async () => (await stored(db, tenant)) === 100, 60_000);
+    const dls = await db.admin.query("SELECT count(*)::int AS n FROM millrace.dead_letters WHERE tenant_id = $1", [tenant]);
+    expect(dls.rows[0].n).toBe(0);
+    await worker.stop();
+  });
+
   describe("class 5: broker restart mid-stream (isolated broker)", () => {
     let ctx: StackContext;
     let dir: string;
