@@ -136,12 +136,14 @@ function ladderProblems(
 
 /** Validated config → rule. */
 export function toRule(c: ParsedRuleConfig): ThresholdRule & { enabled: boolean } {
-  const base = { id: c.id, name: c.name ?? c.id, measure: c.measure, sustainMs: c.sustain, deadband: c.deadband, clearSustainMs: c.clear_sustain, enabled: c.enabled };
   const present = SEVERITIES.filter((s) => c.levels[s] !== undefined);
+  const tail = { sustainMs: c.sustain, deadband: c.deadband, clearSustainMs: c.clear_sustain, enabled: c.enabled };
+  const head = { id: c.id, name: c.name ?? c.id, measure: c.measure };
   if (c.comparison === "outside") {
-    return { ...base, comparison: "outside", levels: present.map((s) => ({ severity: s, low: (c.levels[s] as [number, number])[0], high: (c.levels[s] as [number, number])[1] })) };
+    const levels = present.map((s) => ({ severity: s, low: (c.levels[s] as [number, number])[0], high: (c.levels[s] as [number, number])[1] }));
+    return { ...head, comparison: "outside", levels, ...tail };
   }
-  return { ...base, comparison: c.comparison, levels: present.map((s) => ({ severity: s, threshold: c.levels[s] as number })) };
+  return { ...head, comparison: c.comparison, levels: present.map((s) => ({ severity: s, threshold: c.levels[s] as number })), ...tail };
 }
 
 /** Rule → the written form (what `millrace rules list` prints and the table stores). */

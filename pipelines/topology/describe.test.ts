@@ -30,22 +30,28 @@ describe("describeTopology", () => {
     Processor: validate (validate_reading)
       max_future_skew: 5m
       tenant_refresh: 5s
-      --> timescale
+      --> thresholds
       rejections --> dead_letter
       <-- decode
+    Processor: thresholds (thresholds)
+      rules_refresh: 10s
+      rules: [{ id: vibration_high, name: Vibration high, measure: vibration, comparison: above, levels: [{ severity: warning, threshold: 1.5 }, { severity: major, threshold: 2.5 }, { severity: critical, threshold: 4 }], sustain: 10s, deadband: 0.2, clear_sustain: 0ms }, { id: temperature_high, name: Temperature high, measure: temperature, comparison: above, levels: [{ severity: warning, threshold: 95 }, { severity: major, threshold: 110 }, { severity: critical, threshold: 125 }], sustain: 30s, deadband: 2, clear_sustain: 0ms }]
+      --> timescale
+      rejections --> dead_letter
+      <-- validate
     Sink: timescale (timescale_copy)
       batch: { max_rows: 5000, max_bytes: 4MiB }
       retry: { initial_delay: 100ms, max_delay: 10s, factor: 2, max_retries: unlimited }
       pool_size: 4
       statement_timeout: 1m
       rejections --> dead_letter
-      <-- validate
+      <-- thresholds
     Sink: dead_letter (kafka_dead_letter)
       topic_pattern: dead-letters-{tenant_id}
       retry: { initial_delay: 100ms, max_delay: 10s, factor: 2, max_retries: unlimited }
       publish_interval: 1s
       max_batch: 500
-      <-- decode, validate, timescale (rejections)
+      <-- decode, validate, thresholds, timescale (rejections)
 `,
     );
   });

@@ -168,12 +168,48 @@ describe("loadTopology: good topologies", () => {
       processors: [
         { id: "decode", type: "avro_decode", input: "tenant_topics", schemaFile: SCHEMA, unknownSchemaTtlMs: 60_000 },
         { id: "validate", type: "validate_reading", input: "decode", maxFutureSkewMs: 300_000, tenantRefreshMs: 5_000 },
+        {
+          id: "thresholds",
+          type: "thresholds",
+          input: "validate",
+          rulesRefreshMs: 10_000,
+          rules: [
+            {
+              id: "vibration_high",
+              name: "Vibration high",
+              measure: "vibration",
+              comparison: "above",
+              levels: [
+                { severity: "warning", threshold: 1.5 },
+                { severity: "major", threshold: 2.5 },
+                { severity: "critical", threshold: 4 },
+              ],
+              sustainMs: 10_000,
+              deadband: 0.2,
+              clearSustainMs: 0,
+            },
+            {
+              id: "temperature_high",
+              name: "Temperature high",
+              measure: "temperature",
+              comparison: "above",
+              levels: [
+                { severity: "warning", threshold: 95 },
+                { severity: "major", threshold: 110 },
+                { severity: "critical", threshold: 125 },
+              ],
+              sustainMs: 30_000,
+              deadband: 2,
+              clearSustainMs: 0,
+            },
+          ],
+        },
       ],
       sinks: [
         {
           id: "timescale",
           type: "timescale_copy",
-          input: "validate",
+          input: "thresholds",
           batch: { maxRows: 5000, maxBytes: 4 * 1024 ** 2 },
           retry,
           poolSize: 4,
@@ -195,7 +231,7 @@ describe("loadTopology: good topologies", () => {
       { ...repo.processors[1], input: "decode" },
     ]);
     expect(plan.sinks).toEqual([
-      { ...repo.sinks[0], id: "db" },
+      { ...repo.sinks[0], id: "db", input: "validate" },
       { ...repo.sinks[1], id: "dlq" },
     ]);
   });

@@ -6,6 +6,7 @@
  * names the component it takes readings from; the dead-letter sink receives the rejections of
  * every processor and sink.
  */
+import type { ThresholdRule } from "../processors/threshold-rules.ts";
 
 export interface RetryPlan {
   initialDelayMs: number;
@@ -40,7 +41,8 @@ export interface SourcePlan {
 
 export type ProcessorPlan =
   | { id: string; type: "avro_decode"; input: string; schemaFile: string; unknownSchemaTtlMs: number }
-  | { id: string; type: "validate_reading"; input: string; maxFutureSkewMs: number; tenantRefreshMs: number };
+  | { id: string; type: "validate_reading"; input: string; maxFutureSkewMs: number; tenantRefreshMs: number }
+  | { id: string; type: "thresholds"; input: string; rulesRefreshMs: number; rules: readonly ThresholdRule[] };
 
 export type SinkPlan =
   | { id: string; type: "timescale_copy"; input: string; batch: BatchPlan; retry: RetryPlan; poolSize: number; statementTimeoutMs: number }

@@ -3,11 +3,12 @@ import type { ComponentSpec } from "./component-spec.ts";
 import { avroDecode } from "./components/avro-decode.ts";
 import { kafkaDeadLetter } from "./components/kafka-dead-letter.ts";
 import { kafkaTenantTopics } from "./components/kafka-tenant-topics.ts";
+import { thresholds } from "./components/thresholds.ts";
 import { timescaleCopy } from "./components/timescale-copy.ts";
 import { validateReading } from "./components/validate-reading.ts";
 
 /** In docs order: sources, then processors in flow order, then sinks. */
-export const COMPONENTS: readonly ComponentSpec[] = [kafkaTenantTopics, avroDecode, validateReading, timescaleCopy, kafkaDeadLetter];
+export const COMPONENTS: readonly ComponentSpec[] = [kafkaTenantTopics, avroDecode, validateReading, thresholds, timescaleCopy, kafkaDeadLetter];
 
 const byType = new Map(COMPONENTS.map((c) => [c.type, c]));
 

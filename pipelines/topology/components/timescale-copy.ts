@@ -22,7 +22,7 @@ export const timescaleCopy = defineComponent({
   example: {
     id: "timescale",
     entry: {
-      inputs: ["validate"],
+      inputs: ["thresholds"],
       batch: { max_rows: 5000, max_bytes: "4MiB" },
       retry: { initial_delay: "100ms", max_delay: "10s", factor: 2, max_retries: "unlimited" },
       pool_size: 4,
