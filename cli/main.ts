@@ -6,6 +6,7 @@ import { registerTestCommand } from "./test.ts";
 import { registerTopologyCommands } from "./topology.ts";
 import { registerProduceCommands } from "./produce.ts";
 import { registerRunCommand } from "./run.ts";
+import { registerParquetCommands } from "./parquet.ts";
 import { registerDemoCommand } from "./demo.ts";
 
 const program = new Command();
@@ -20,6 +21,7 @@ registerMigrateCommands(program);
 registerTopologyCommands(program);
 registerDemoCommand(program);
 registerRunCommand(program);
+registerParquetCommands(program);
 registerTestCommand(program);
 registerProduceCommands(program);
 

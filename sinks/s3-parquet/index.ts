@@ -7,3 +7,5 @@ export * from "./location.ts";
 export * from "./s3-errors.ts";
 export * from "./uploader.ts";
 export * from "./manifest.ts";
+export * from "./inspect.ts";
+export * from "./verify.ts";

@@ -6,7 +6,9 @@
  * (class 16), stale-upload cleanup, the manifest's idempotent plans and offset fence, and one file's
  * whole path — roll, plan, encode, upload, mark — replayed after a "crash" into the same object.
  */
+import { spawnSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
+import { join } from "node:path";
 import {
   CreateBucketCommand,
   CreateMultipartUploadCommand,
@@ -44,9 +46,11 @@ import {
   S3UploadError,
   sha256,
   sinkOffset,
+  verifyTenant,
   type FilePlan,
   type ParquetLocation,
 } from "../../sinks/s3-parquet/index.ts";
+import { repoRoot } from "../../stack/context.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { pyarrowVersion, readS3DatasetWithPyarrow } from "../helpers/parquet-readers.ts";
 
@@ -318,7 +322,8 @@ describe("s3_parquet uploads, locations and manifest", () => {
   });
 
   it("manifest: plans are idempotent, ranges never overlap or leave gaps, the offset only advances behind the fence", async () => {
-    const topic = `sensor-data-${sharedTenant}`;
+    const manifestTenant = randomUUID(); // entries only: nothing is uploaded for them
+    const topic = `sensor-data-${manifestTenant}`;
     const partition = 5;
     const plan = (first: number, last: number, extra: Partial<FilePlan> = {}): FilePlan => ({
       consumerGroup: GROUP,
@@ -326,9 +331,9 @@ describe("s3_parquet uploads, locations and manifest", () => {
       partition,
       firstOffset: first,
       lastOffset: last,
-      tenantId: sharedTenant,
+      tenantId: manifestTenant,
       bucket: sharedBucket,
-      objectKey: parquetObjectKey({ tenantId: sharedTenant, topic, partition, firstOffset: first, lastOffset: last, firstTime: 0 }),
+      objectKey: parquetObjectKey({ tenantId: manifestTenant, topic, partition, firstOffset: first, lastOffset: last, firstTime: 0 }),
       rowCount: last - first + 1,
       minTime: 0,
       maxTime: 1000,
@@ -367,7 +372,7 @@ describe("s3_parquet uploads, locations and manifest", () => {
     // The next plan must start right after; a late plan from the old range is fenced.
     await expect(planFile(db.writer, plan(50, 60))).rejects.toBeInstanceOf(FencedError);
     expect((await planFile(db.writer, plan(second.lastOffset + 1, second.lastOffset + 10))).created).toBe(true);
-    expect((await listFiles(db.writer, { tenantId: sharedTenant, topic, partition })).map((e) => e.status)).toEqual(["uploaded", "uploaded", "planned"]);
+    expect((await listFiles(db.writer, { tenantId: manifestTenant, topic, partition })).map((e) => e.status)).toEqual(["uploaded", "uploaded", "planned"]);
   });
 
   it("one file end to end, then a crash before the mark: the replay rebuilds the same key and bytes; pyarrow reads the prefix from S3", async () => {
@@ -431,5 +436,52 @@ describe("s3_parquet uploads, locations and manifest", () => {
     expect(offsets).toEqual(all.map((r) => r.offset).filter((o) => o !== 100 && o !== 101));
     expect(new Set(py.rows.map((r) => r.tenant_id))).toEqual(new Set([sharedTenant]));
     expect(py.schema.map(([n]) => n)).toEqual(expect.arrayContaining(["time", "date", "hour"]));
+  });
+
+  it("verify: finds objects unknown to the manifest and tampered ones; millrace parquet ls|inspect|verify agree", async () => {
+    const loc = await location(sharedTenant);
+    const topic = `sensor-data-${sharedTenant}`;
+    const config = parquetStorageConfig(env);
+    // The class-16 object was uploaded without a manifest entry: an orphan a reader would count.
+    const orphanKey = locationObjectKey(loc, { topic, partition: 2, firstOffset: 7, lastOffset: 99, firstTime: Date.parse("2024-06-01T08:00:00Z") });
+    const first = await verifyTenant({ pool: db.writer, cache, config, env, tenantId: sharedTenant });
+    expect(first).toMatchObject({ files: 2, uploaded: 2, planned: 0, rows: 898 });
+    expect(first.problems).toEqual([expect.objectContaining({ kind: "orphan", key: orphanKey })]);
+    await s3.send(new DeleteObjectsCommand({ Bucket: loc.bucket, Delete: { Objects: [{ Key: orphanKey }] } }));
+    expect((await verifyTenant({ pool: db.writer, cache, config, env, tenantId: sharedTenant })).problems).toEqual([]);
+    expect((await verifyTenant({ pool: db.writer, cache, config, env, tenantId: sharedTenant, download: false })).problems).toEqual([]);
+    // The dedicated tenant's two test objects have no manifest entries either.
+    const ded = await verifyTenant({ pool: db.writer, cache, config, env, tenantId: dedicatedTenant });
+    expect(ded.problems.map((p) => p.kind)).toEqual(["orphan", "orphan"]);
+
+    const cliEnv = { ...process.env, MILLRACE_PG_ADMIN_URL: db.adminUrl, MILLRACE_S3_SHARED_BUCKET: sharedBucket, MILLRACE_PG_URL: "" };
+    const cli = (...args: string[]) => spawnSync(join(repoRoot, "millrace"), ["parquet", ...args], { env: cliEnv, encoding: "utf8", timeout: 120_000 });
+    const [e0] = await listFiles(db.writer, { tenantId: sharedTenant, topic, partition: 0 });
+    expect(e0).toMatchObject({ firstOffset: 0, lastOffset: 499 });
+    const original = await getBytes(loc.bucket, e0!.objectKey);
+    try {
+      await putObjectVerified(s3, { bucket: loc.bucket, key: e0!.objectKey, body: await encodeParquet(readings(sharedTenant, 3, 0)) }, { retry: fast });
+      const tampered = await verifyTenant({ pool: db.writer, cache, config, env, tenantId: sharedTenant });
+      expect(new Set(tampered.problems.map((p) => p.kind))).toEqual(new Set(["size", "checksum", "rows", "time"]));
+      expect(tampered.problems.every((p) => p.key === e0!.objectKey)).toBe(true);
+      const verify = cli("verify", "--tenant", sharedTenant);
+      expect(verify.status, verify.stderr).toBe(1);
+      expect(verify.stdout).toMatch(/problem \(rows\): .*: 3 rows, the manifest says 498/);
+    } finally {
+      await putObjectVerified(s3, { bucket: loc.bucket, key: e0!.objectKey, body: original }, { retry: fast });
+    }
+
+    const ls = cli("ls", "--tenant", sharedTenant);
+    expect(ls.status, ls.stderr).toBe(0);
+    expect(ls.stdout).toContain(e0!.objectKey);
+    expect(ls.stdout).toMatch(/uploaded\s+0\s+0-499\s+498\s+2024-06-01T08:15:00.000Z/);
+    expect(ls.stdout).toMatch(/2 files \(2 uploaded, 0 planned\), 898 rows/);
+
+    const inspect = cli("inspect", "--tenant", sharedTenant, "--file", "0-499");
+    expect(inspect.status, inspect.stderr).toBe(0);
+    expect(inspect.stdout).toContain(`s3://${sharedBucket}/${e0!.objectKey}`);
+    expect(inspect.stdout).toMatch(/rows\s+498/);
+    expect(inspect.stdout).toMatch(/time\s+2024-06-01T08:15:00.000Z \.\. 2024-06-01T08:19:09.500Z/);
+    expect(inspect.stdout).toMatch(/time\s+INT64\s+TIMESTAMP\(MILLIS, UTC\)\s+REQUIRED/);
   });
 });
