@@ -8,6 +8,7 @@ import { registerProduceCommands } from "./produce.ts";
 import { registerRunCommand } from "./run.ts";
 import { registerParquetCommands } from "./parquet.ts";
 import { registerDemoCommand } from "./demo.ts";
+import { registerRulesCommands } from "./rules.ts";
 
 const program = new Command();
 program
@@ -24,6 +25,7 @@ registerRunCommand(program);
 registerParquetCommands(program);
 registerTestCommand(program);
 registerProduceCommands(program);
+registerRulesCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as Error;
