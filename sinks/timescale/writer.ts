@@ -46,6 +46,12 @@ export interface BatchCommit {
   deadLetters: readonly DeadLetterRow[];
   /** Builds the dead letter of a row the database refuses (the engine still holds the original bytes). */
   deadLetterFor: (row: StoredReading, rejection: Rejection) => DeadLetterRow;
+  /**
+   * More writes that must commit atomically with this batch (alarm state, alert outbox…), run in
+   * the batch's transaction with the tenant context set, after the rows are in. It is given the
+   * rows the database refused, so it can leave them out.
+   */
+  inTransaction?: (client: pg.PoolClient, refused: ReadonlySet<number>) => Promise<void>;
 }
 
 export interface BatchResult {
@@ -223,6 +229,7 @@ export class TimescaleWriter {
         message: pgMessage(error),
       }));
       await insertDeadLetters(client, [...batch.deadLetters, ...rejected.map((r) => batch.deadLetterFor(r.row, r))]);
+      if (batch.inTransaction) await batch.inTransaction(client, new Set(rejected.map((r) => r.offset)));
       const adv = await client.query(ADVANCE_SQL, [batch.consumerGroup, batch.topic, batch.partition, batch.expectedOffset, batch.nextOffset]);
       if (adv.rowCount !== 1) {
         const now = await client.query<{ next_offset: string }>(
