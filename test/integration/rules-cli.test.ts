@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadRuleOverrides } from "../../pipelines/processors/alarm-store.ts";
+import { loadTopology } from "../../pipelines/topology/index.ts";
+import { deleteRule, setRule } from "../../cli/rules.ts";
 import { repoRoot } from "../../stack/context.ts";
 import { createTestDatabase, insertTenant, type TestDatabase } from "../helpers/db.ts";
 
@@ -64,10 +66,14 @@ describe("millrace rules", () => {
     const bad = await cli("set", "--tenant", tenant, "--id", "new_rule", "--measure", "flow", "--comparison", "above");
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain("measure: expected one of temperature, vibration, pressure");
-    const ladder = await cli("set", "--tenant", tenant, "--id", "vibration_high", "--critical", "1");
-    expect(ladder.code).toBe(1);
-    expect(ladder.stderr).toContain("levels.critical: must be above major (2.5)");
-    expect((await cli("list", "--tenant", randomUUID())).stderr).toMatch(/is not registered/);
     expect((await cli("set", "--tenant", tenant, "--id", "Bad-Id")).stderr).toMatch(/snake_case/);
+    // The same checks without a process each (the command calls these).
+    const defaults = loadTopology(join(repoRoot, "topology.yaml")).processors.find((p) => p.type === "thresholds")!.rules;
+    expect(await setRule(db.writer, tenant, "vibration_high", defaults, { levels: { critical: "1" } })).toEqual({
+      ok: false,
+      problems: ["levels.critical: must be above major (2.5): severity rises with the value"],
+    });
+    expect(await setRule(db.writer, tenant, "not_a_default", defaults, { disable: true })).toEqual({ ok: false, problems: ["not_a_default is not a default rule: delete it instead of disabling it"] });
+    await expect(deleteRule(db.writer, randomUUID(), "vibration_high")).rejects.toThrow(/is not registered/);
   });
 });
