@@ -7,6 +7,7 @@ import { registerTopologyCommands } from "./topology.ts";
 import { registerProduceCommands } from "./produce.ts";
 import { registerRunCommand } from "./run.ts";
 import { registerParquetCommands } from "./parquet.ts";
+import { registerBenchCommands } from "./bench.ts";
 import { registerDemoCommand } from "./demo.ts";
 import { registerRulesCommands } from "./rules.ts";
 
@@ -26,6 +27,7 @@ registerParquetCommands(program);
 registerTestCommand(program);
 registerProduceCommands(program);
 registerRulesCommands(program);
+registerBenchCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as Error;
