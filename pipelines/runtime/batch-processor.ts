@@ -1,8 +1,9 @@
 /**
- * Turns one chunk of Kafka records of one partition into what the sinks need: stored readings and
- * dead letters (with original bytes). The processor chain runs here, in flow order:
- * decode → validate (→ quota → thresholds, later). Synchronous per record; the only awaits are
- * once per chunk (schema ids not yet cached, tenant directory refresh).
+ * Turns one chunk of Kafka records of one partition into what the sinks need: stored readings,
+ * dead letters (with original bytes) and alarm changes. The processor chain runs here, in flow
+ * order: decode → validate → quota → thresholds. Synchronous per record; the only awaits are once
+ * per chunk and stage (schema ids not yet cached, tenant directory refresh, equipment admission,
+ * alarm state of equipment not seen yet).
  */
 import type { KafkaMessage } from "kafkajs";
 import type { Stage } from "../../lib/errors.ts";
@@ -11,10 +12,14 @@ import { AvroDecoder } from "../processors/decode.ts";
 import { validateReading, type ValidateOptions } from "../processors/validate.ts";
 import type { StoredReading } from "../reading.ts";
 import type { TenantDirectory } from "./tenant-directory.ts";
+import type { QuotaGate } from "../processors/quota.ts";
+import type { ChunkAlarmChanges, ThresholdEvaluator } from "../processors/threshold-evaluator.ts";
 
 export interface ChunkResult {
   rows: StoredReading[];
   deadLetters: DeadLetterRow[];
+  /** Alarm state changes and alert events of this chunk (commit with the batch); undefined without rules. */
+  alarms?: ChunkAlarmChanges;
   /** Kafka timestamps (ms) of the stored rows' records, by offset, for produce-to-commit latency. */
   firstTimestamp: number | null;
 }
@@ -57,7 +62,34 @@ export class BatchProcessor {
     private readonly tenants: TenantDirectory,
     private readonly validateOpts: ValidateOptions,
     private readonly now: () => number = Date.now,
+    private readonly quota?: QuotaGate,
+    private readonly thresholds?: ThresholdEvaluator,
   ) {}
+
+  /** The whole chain for one chunk: awaits once per stage, synchronous per record. */
+  async processChunk(messages: readonly KafkaMessage[], src: { topic: string; partition: number; tenantId: string | null }): Promise<ChunkResult> {
+    await this.prepare(messages);
+    const out = this.process(messages, src);
+    if (src.tenantId === null || out.rows.length === 0) return out;
+    const tenantId = src.tenantId;
+    if (this.quota) {
+      await this.quota.prepare(tenantId, out.rows);
+      const byOffset = new Map(messages.map((m) => [Number(m.offset), m]));
+      const kept: StoredReading[] = [];
+      for (const r of out.rows) {
+        const q = this.quota.check(tenantId, r.equipmentId);
+        if (q.ok) kept.push(r);
+        else out.deadLetters.push(deadLetterOf(byOffset.get(r.offset)!, src, { stage: "quota", reason: q.reason, message: q.message }));
+      }
+      out.rows = kept;
+    }
+    if (this.thresholds && out.rows.length > 0) {
+      const scope = `${src.topic}/${src.partition}`;
+      await this.thresholds.prepare(scope, tenantId, out.rows);
+      out.alarms = this.thresholds.evaluate(scope, tenantId, out.rows);
+    }
+    return out;
+  }
 
   /** The once-per-chunk awaits: schemas for new ids, a stale tenant directory. */
   async prepare(messages: readonly KafkaMessage[]): Promise<void> {

@@ -28,6 +28,11 @@ import { TimescaleWriter, type DeadLetterRow } from "../../sinks/timescale/write
 import { AvroDecoder, schemaIdOf, type SchemaLookup } from "../processors/decode.ts";
 import type { ProcessorPlan, SinkPlan, TopologyPlan } from "../topology/plan.ts";
 import { BatchProcessor, deadLetterOf } from "./batch-processor.ts";
+import { PgQuotaStore } from "../processors/quota-store.ts";
+import { QuotaGate, QuotaMetrics } from "../processors/quota.ts";
+import { pgAlarmStateSource, ThresholdEvaluator, ThresholdMetrics } from "../processors/threshold-evaluator.ts";
+import { persistAlarmChanges } from "../processors/alarm-store.ts";
+import { AlertPublisher, AlertPublisherMetrics } from "../../sinks/alerts/publisher.ts";
 import type { Rejection, StoredReading } from "../reading.ts";
 import { TenantDirectory, TopicPattern } from "./tenant-directory.ts";
 import { readFileSync } from "node:fs";
@@ -89,6 +94,8 @@ export class IngestWorker {
   private readonly tenants: TenantDirectory;
   private readonly processor: BatchProcessor;
   private readonly dlqPublisher: DeadLetterPublisher;
+  private readonly thresholds: ThresholdEvaluator | undefined;
+  private readonly alertPublisher: AlertPublisher | undefined;
   private readonly sourcePattern: TopicPattern;
   private readonly decodePlan: Extract<ProcessorPlan, { type: "avro_decode" }>;
   private readonly sinkPlan: Extract<SinkPlan, { type: "timescale_copy" }>;
@@ -169,7 +176,37 @@ export class IngestWorker {
       }
     };
     const decoder = new AvroDecoder(reader, lookup, { unknownTtlMs: this.decodePlan.unknownSchemaTtlMs });
-    this.processor = new BatchProcessor(decoder, this.tenants, { maxFutureSkewMs: validatePlan.maxFutureSkewMs });
+    // Equipment quota: always on (every tenant has max_equipment); admission is exact in PostgreSQL.
+    const quota = new QuotaGate({
+      store: new PgQuotaStore(this.pool),
+      limitOf: (t) => this.tenants.get(t)?.maxEquipment,
+      metrics: new QuotaMetrics(this.metrics.registry),
+    });
+    const thresholdPlan = plan.processors.find((p) => p.type === "thresholds");
+    this.thresholds = thresholdPlan
+      ? new ThresholdEvaluator({
+          source: pgAlarmStateSource(this.pool),
+          defaults: thresholdPlan.rules,
+          rulesRefreshMs: thresholdPlan.rulesRefreshMs,
+          metrics: new ThresholdMetrics(this.metrics.registry),
+          log: this.log.child({ component: "thresholds" }),
+        })
+      : undefined;
+    this.processor = new BatchProcessor(decoder, this.tenants, { maxFutureSkewMs: validatePlan.maxFutureSkewMs }, Date.now, quota, this.thresholds);
+    this.alertPublisher = this.thresholds
+      ? new AlertPublisher({
+          pool: this.pool,
+          producer: this.producer,
+          admin: this.admin,
+          registry,
+          topicPattern: new TopicPattern("alerts-{tenant_id}"),
+          maxBatch: dlqPlan.maxBatch,
+          intervalMs: dlqPlan.publishIntervalMs,
+          partitions: settings.deadLetterPartitions ?? 3,
+          log: this.log.child({ component: "alerts" }),
+          metrics: new AlertPublisherMetrics(this.metrics.registry),
+        })
+      : undefined;
     this.dlqPublisher = new DeadLetterPublisher({
       pool: this.pool,
       producer: this.producer,
@@ -193,6 +230,7 @@ export class IngestWorker {
       this.crashed = undefined;
       // A new generation: every partition reloads its stored offset before its next batch.
       this.partitions.clear();
+      this.thresholds?.forgetAll();
       this.log.info({ assignment: e.payload.memberAssignment }, "joined consumer group");
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
@@ -214,6 +252,7 @@ export class IngestWorker {
       eachBatch: (p) => this.eachBatch(p),
     });
     this.dlqPublisher.start();
+    this.alertPublisher?.start();
     this.watchTopics();
   }
 
@@ -386,8 +425,9 @@ export class IngestWorker {
     state: PartitionState,
   ): Promise<boolean> {
     const t0 = process.hrtime.bigint();
+    let processed;
     try {
-      await retry(() => this.processor.prepare(chunk), this.inBatchRetryPolicy(), {
+      processed = await retry(() => this.processor.processChunk(chunk, src), this.inBatchRetryPolicy(), {
         retriable: (e) => (e instanceof MillraceError ? e.retriable : isRetriablePgError(e)),
         signal: this.abort.signal,
         onRetry: (err) => this.log.warn({ err: (err as Error).message }, "preparing batch failed; retrying"),
@@ -397,7 +437,8 @@ export class IngestWorker {
       this.backOff(p, src, state, err);
       return false;
     }
-    const { rows, deadLetters, firstTimestamp } = this.processor.process(chunk, src);
+    const { rows, deadLetters, firstTimestamp, alarms } = processed;
+    const scope = `${src.topic}/${src.partition}`;
     const first = Number(chunk[0]!.offset);
     const last = Number(chunk[chunk.length - 1]!.offset);
     if (last >= MAX_SAFE_OFFSET) throw new Error(`offset ${last} exceeds the safe integer range`);
@@ -420,6 +461,7 @@ export class IngestWorker {
             rows,
             deadLetters,
             deadLetterFor,
+            inTransaction: alarms && (alarms.states.length > 0 || alarms.events.length > 0) ? (client) => persistAlarmChanges(client, src.tenantId!, alarms) : undefined,
           }),
         this.inBatchRetryPolicy(),
         { retriable: isRetriablePgError, signal: this.abort.signal, onRetry: (err) => this.onDbRetry(err) },
@@ -429,8 +471,11 @@ export class IngestWorker {
         this.metrics.fenced.inc({ topic: src.topic });
         this.log.warn({ topic: src.topic, partition: src.partition, err: err.message }, "batch fenced; another worker owns the partition");
         this.partitions.delete(this.key(src.topic, src.partition));
+        this.thresholds?.forget(scope);
         return false;
       }
+      // The alarm state in memory went ahead of what was stored: reload it with the next attempt.
+      this.thresholds?.forget(scope);
       if (this.abort.signal.aborted) return false;
       this.dbOk = false;
       this.backOff(p, src, state, err);
@@ -438,6 +483,10 @@ export class IngestWorker {
     }
     state.failures = 0;
     this.dbOk = true;
+    if (alarms) {
+      this.thresholds!.commit(alarms);
+      if (alarms.events.length > 0) this.alertPublisher?.trigger();
+    }
     state.next = last + 1;
     state.lastProgressAt = Date.now();
     p.resolveOffset(String(last));
@@ -503,6 +552,8 @@ export class IngestWorker {
       await this.consumer.stop().catch(() => {});
       this.abort.abort(new Error("worker stopping"));
       await this.dlqPublisher.stop();
+      await this.alertPublisher?.stop();
+      await this.alertPublisher?.flush().catch((err: unknown) => this.log.warn({ err }, "alert flush at shutdown failed; they stay in the outbox"));
       await this.dlqPublisher.flush().catch((err: unknown) => this.log.warn({ err }, "dead-letter flush at shutdown failed; they stay in the outbox"));
       await Promise.allSettled([this.consumer.disconnect(), this.producer.disconnect(), this.admin.disconnect()]);
       await this.pool.end().catch(() => {});

@@ -46,7 +46,21 @@ export type ProcessorPlan =
 
 export type SinkPlan =
   | { id: string; type: "timescale_copy"; input: string; batch: BatchPlan; retry: RetryPlan; poolSize: number; statementTimeoutMs: number }
-  | { id: string; type: "kafka_dead_letter"; topicPattern: string; retry: RetryPlan; publishIntervalMs: number; maxBatch: number };
+  | { id: string; type: "kafka_dead_letter"; topicPattern: string; retry: RetryPlan; publishIntervalMs: number; maxBatch: number }
+  | {
+      id: string;
+      type: "s3_parquet";
+      input: string;
+      retry: RetryPlan;
+      maxRows: number;
+      maxBytes: number;
+      maxSpanMs: number;
+      idleFlushMs: number;
+      rowGroupRows: number;
+      maxPendingBytes: number;
+      sharedBucket: string;
+      keyPrefix: string;
+    };
 
 export interface TopologyPlan {
   /** Absolute path of the file it came from (for messages). */

@@ -6,9 +6,10 @@ import { kafkaTenantTopics } from "./components/kafka-tenant-topics.ts";
 import { thresholds } from "./components/thresholds.ts";
 import { timescaleCopy } from "./components/timescale-copy.ts";
 import { validateReading } from "./components/validate-reading.ts";
+import { s3Parquet } from "./components/s3-parquet.ts";
 
 /** In docs order: sources, then processors in flow order, then sinks. */
-export const COMPONENTS: readonly ComponentSpec[] = [kafkaTenantTopics, avroDecode, validateReading, thresholds, timescaleCopy, kafkaDeadLetter];
+export const COMPONENTS: readonly ComponentSpec[] = [kafkaTenantTopics, avroDecode, validateReading, thresholds, timescaleCopy, s3Parquet, kafkaDeadLetter];
 
 const byType = new Map(COMPONENTS.map((c) => [c.type, c]));
 
