@@ -73,7 +73,7 @@ const BAD_FIXTURES: Record<string, Expected[]> = {
   "settings.yaml": [
     ["sources.in.heartbeat_interval", 7, "must be shorter than session_timeout"],
     ["sources.in.max_bytes_per_partition", 8, "must not exceed max_bytes"],
-    ["processors.decode.retry", 15, "unknown setting `retry` for avro_decode: only timescale_copy, kafka_dead_letter take the engine's `retry` settings"],
+    ["processors.decode.retry", 15, "unknown setting `retry` for avro_decode: only timescale_copy, s3_parquet, kafka_dead_letter take the engine's `retry` settings"],
     ["sinks.db.retry.max_delay", 25, "must be at least initial_delay"],
   ],
   // Several problems at once: all reported, in file order, none hiding another.

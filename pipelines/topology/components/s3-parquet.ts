@@ -11,7 +11,11 @@ const config = z.strictObject({
   row_group_rows: integer({ min: 1, max: 1_000_000 }).prefault(4096).describe("Rows per Parquet row group (bounds the encoder's memory)."),
   max_pending_bytes: size({ min: 1024 }).prefault("256MiB").describe("A partition whose files wait to be uploaded beyond this is paused (backpressure); other tenants go on."),
   shared_bucket: text().prefault("millrace-shared").describe("Bucket of multi-tenant tenants (each under its own prefix); $MILLRACE_S3_SHARED_BUCKET overrides it."),
-  key_prefix: text().prefault("").describe("Key prefix before the tenant id ('' or e.g. 'raw/')."),
+  key_prefix: z
+    .string()
+    .regex(/^([a-z0-9_-]+\/)*$/, "a key prefix is empty or segments of [a-z0-9_-] each ending in /")
+    .prefault("")
+    .describe("Key prefix before the tenant id ('' or e.g. 'raw/')."),
 });
 
 export const s3Parquet = defineComponent({
@@ -25,7 +29,7 @@ export const s3Parquet = defineComponent({
   singleton: true,
   example: {
     id: "parquet",
-    entry: { inputs: ["validate"], max_rows: 100000, max_bytes: "64MiB", max_span: "1h", idle_flush: "60s" },
+    entry: { inputs: ["thresholds"], max_rows: 100000, max_bytes: "64MiB", max_span: "1h", idle_flush: "60s" },
   },
   plan: ({ id, config: c, inputs, retry }) => ({
     id,
