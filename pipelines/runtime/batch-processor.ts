@@ -96,12 +96,29 @@ export class BatchProcessor {
     await Promise.all([this.decoder.prepare(AvroDecoder.schemaIds(messages.map((m) => m.value))), this.tenants.ensureFresh()]);
   }
 
+  /**
+   * Rebuild the rows the database already stored for these records (a Parquet replay below the
+   * database's offset): decode and the deterministic checks only — the clock- and tenant-status
+   * dependent ones decided when the records were first processed, and every record rejected then
+   * is in the dead-letter outbox, whose offsets the caller leaves out.
+   */
+  async replayChunk(messages: readonly KafkaMessage[], src: { topic: string; partition: number; tenantId: string | null }, deadLettered: ReadonlySet<number>): Promise<StoredReading[]> {
+    await this.prepare(messages);
+    return this.process(messages, src, { replay: true }).rows.filter((r) => !deadLettered.has(r.offset));
+  }
+
   /** Synchronous; {@link prepare} must have been awaited for these messages. */
-  process(messages: readonly KafkaMessage[], src: { topic: string; partition: number; tenantId: string | null }): ChunkResult {
+  process(messages: readonly KafkaMessage[], src: { topic: string; partition: number; tenantId: string | null }, opts: { replay?: boolean } = {}): ChunkResult {
     const rows: StoredReading[] = [];
     const deadLetters: DeadLetterRow[] = [];
     const now = this.now();
-    const tenant = src.tenantId === null ? undefined : this.tenants.get(src.tenantId);
+    const validateOpts = opts.replay ? { ...this.validateOpts, maxFutureSkewMs: Number.POSITIVE_INFINITY } : this.validateOpts;
+    const tenant =
+      src.tenantId === null
+        ? undefined
+        : opts.replay
+          ? { tenantId: src.tenantId, status: "active" as const, retentionDays: null, maxEquipment: Number.MAX_SAFE_INTEGER }
+          : this.tenants.get(src.tenantId);
     let firstTimestamp: number | null = null;
     for (const m of messages) {
       const offset = Number(m.offset);
@@ -114,7 +131,7 @@ export class BatchProcessor {
         deadLetters.push(deadLetterOf(m, src, { stage: "decode", reason: decoded.reason, message: decoded.message, schemaId: decoded.schemaId }));
         continue;
       }
-      const v = validateReading(decoded.value, { topicTenantId: src.tenantId, tenant, offset, now }, this.validateOpts);
+      const v = validateReading(decoded.value, { topicTenantId: src.tenantId, tenant, offset, now }, validateOpts);
       if (!v.ok) {
         deadLetters.push(deadLetterOf(m, src, { stage: "validate", reason: v.reason, message: v.message, schemaId: decoded.schemaId }));
         continue;

@@ -28,6 +28,8 @@ import { TimescaleWriter, type DeadLetterRow } from "../../sinks/timescale/write
 import { AvroDecoder, schemaIdOf, type SchemaLookup } from "../processors/decode.ts";
 import type { ProcessorPlan, SinkPlan, TopologyPlan } from "../topology/plan.ts";
 import { BatchProcessor, deadLetterOf } from "./batch-processor.ts";
+import { ParquetStage } from "./parquet-stage.ts";
+import { PARQUET_SINK } from "../../sinks/s3-parquet/index.ts";
 import { PgQuotaStore } from "../processors/quota-store.ts";
 import { QuotaGate, QuotaMetrics } from "../processors/quota.ts";
 import { pgAlarmStateSource, ThresholdEvaluator, ThresholdMetrics } from "../processors/threshold-evaluator.ts";
@@ -63,6 +65,8 @@ interface PartitionState {
   highWatermark: number;
   /** Consecutive failed attempts at the current chunk (for the pause backoff). */
   failures?: number;
+  /** Where this partition last sought back to (to seek back at most once per position). */
+  seekedBackTo?: number;
 }
 
 export interface WorkerStatus {
@@ -95,6 +99,7 @@ export class IngestWorker {
   private readonly processor: BatchProcessor;
   private readonly dlqPublisher: DeadLetterPublisher;
   private readonly thresholds: ThresholdEvaluator | undefined;
+  private readonly parquet: ParquetStage | undefined;
   private readonly alertPublisher: AlertPublisher | undefined;
   private readonly sourcePattern: TopicPattern;
   private readonly decodePlan: Extract<ProcessorPlan, { type: "avro_decode" }>;
@@ -107,6 +112,8 @@ export class IngestWorker {
   private topicTimer: NodeJS.Timeout | undefined;
   private subscribedTopics = new Set<string>();
   private stopping: Promise<void> | undefined;
+  private draining = false;
+  private inflightBatches = 0;
   private readonly log: Logger;
 
   constructor(
@@ -192,6 +199,10 @@ export class IngestWorker {
           log: this.log.child({ component: "thresholds" }),
         })
       : undefined;
+    const parquetPlan = plan.sinks.find((x) => x.type === "s3_parquet");
+    this.parquet = parquetPlan ? new ParquetStage(parquetPlan, this.pool, plan.source.consumerGroup, this.log.child({ component: "parquet" }), this.metrics, (t, n) =>
+          this.partitions.delete(this.key(t, n)),
+        ) : undefined;
     this.processor = new BatchProcessor(decoder, this.tenants, { maxFutureSkewMs: validatePlan.maxFutureSkewMs }, Date.now, quota, this.thresholds);
     this.alertPublisher = this.thresholds
       ? new AlertPublisher({
@@ -224,6 +235,7 @@ export class IngestWorker {
     await this.pool.query("SELECT 1");
     await this.tenants.refresh();
     await this.pool.query("SELECT millrace.maintain_sensor_partitions()");
+    await this.parquet?.start();
     await Promise.all([this.consumer.connect(), this.producer.connect(), this.admin.connect()]);
     this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
       this.joined = true;
@@ -231,6 +243,7 @@ export class IngestWorker {
       // A new generation: every partition reloads its stored offset before its next batch.
       this.partitions.clear();
       this.thresholds?.forgetAll();
+      this.parquet?.forgetAll();
       this.log.info({ assignment: e.payload.memberAssignment }, "joined consumer group");
     });
     this.consumer.on(this.consumer.events.CRASH, (e) => {
@@ -356,6 +369,16 @@ export class IngestWorker {
   }
 
   private async eachBatch(p: EachBatchPayload): Promise<void> {
+    if (this.draining) return;
+    this.inflightBatches++;
+    try {
+      await this.eachBatchInner(p);
+    } finally {
+      this.inflightBatches--;
+    }
+  }
+
+  private async eachBatchInner(p: EachBatchPayload): Promise<void> {
     const { batch } = p;
     const { topic, partition } = batch;
     const k = this.key(topic, partition);
@@ -365,9 +388,15 @@ export class IngestWorker {
       });
     }, this.plan.source.heartbeatIntervalMs);
     try {
+      const tenantId = this.sourcePattern.tenantOf(topic) ?? null;
       let state = this.partitions.get(k);
-      if (state?.next === undefined) {
+      if (!state) {
         const next = await this.storedNext(topic, partition);
+        // The Parquet sink resumes from its own stored offset (≤ the database's); without one yet it
+        // starts where the database does.
+        if (this.parquet && tenantId) {
+          await retry(() => this.parquet!.assign(topic, partition, tenantId, next), this.retryPolicy(), { retriable: isRetriablePgError, signal: this.abort.signal });
+        }
         state = { next, lag: 0, lastProgressAt: Date.now(), highWatermark: Number(batch.highWatermark) };
         this.partitions.set(k, state);
       }
@@ -377,20 +406,41 @@ export class IngestWorker {
       if (state.lag === 0 && pending > 0) state.lastProgressAt = Date.now();
       state.lag = pending;
       let messages = batch.messages;
+      const pqNext = this.parquet?.nextToAppend(topic, partition);
       if (state.next !== undefined) {
-        const from = state.next;
+        const from = pqNext === undefined ? state.next : Math.min(state.next, pqNext);
         if (messages.length > 0 && Number(messages[messages.length - 1]!.offset) < from) {
           // Everything here is already stored (Kafka's committed offset trails the database): jump.
           p.resolveOffset(messages[messages.length - 1]!.offset);
           this.consumer.seek({ topic, partition, offset: String(from) });
           return;
         }
+        if (messages.length > 0 && Number(messages[0]!.offset) > from && state.seekedBackTo !== from) {
+          // The fetch position is past what a sink still needs (its state was reloaded): go back,
+          // once — if the records are gone (retention), the gap is accepted and logged.
+          state.seekedBackTo = from;
+          this.consumer.seek({ topic, partition, offset: String(from) });
+          return;
+        }
+        if (messages.length > 0 && Number(messages[0]!.offset) > from) {
+          this.log.warn({ topic, partition, from, first: messages[0]!.offset }, "records between the stored offset and the log start are gone (retention?)");
+        }
         messages = messages.filter((m) => Number(m.offset) >= from);
       }
-      const tenantId = this.sourcePattern.tenantOf(topic) ?? null;
+      const src = { topic, partition, tenantId };
+      // Records the database already has but the Parquet sink does not (replay after a crash).
+      const stored = state.next;
+      const replay = stored === undefined ? [] : messages.filter((m) => Number(m.offset) < stored);
+      if (replay.length > 0) {
+        for (const chunk of this.chunks(replay)) {
+          if (!p.isRunning() || p.isStale() || this.abort.signal.aborted) return;
+          if (!(await this.replayChunk(p, chunk, src))) return;
+        }
+        messages = messages.filter((m) => Number(m.offset) >= stored!);
+      }
       for (const chunk of this.chunks(messages)) {
         if (!p.isRunning() || p.isStale() || this.abort.signal.aborted) return;
-        const ok = await this.writeChunk(p, chunk, { topic, partition, tenantId }, state);
+        const ok = await this.writeChunk(p, chunk, src, state);
         if (!ok) return;
       }
       if (messages.length === 0 && batch.messages.length > 0) p.resolveOffset(batch.messages[batch.messages.length - 1]!.offset);
@@ -399,6 +449,38 @@ export class IngestWorker {
     } finally {
       clearInterval(heartbeat);
     }
+  }
+
+  /** Feed the Parquet sink rows the database stored earlier (from the same records, minus their dead letters). */
+  private async replayChunk(p: EachBatchPayload, chunk: KafkaMessage[], src: { topic: string; partition: number; tenantId: string | null }): Promise<boolean> {
+    const first = Number(chunk[0]!.offset);
+    const last = Number(chunk[chunk.length - 1]!.offset);
+    try {
+      const dead = await this.pool.query<{ source_offset: string }>(
+        "SELECT source_offset FROM millrace.dead_letters WHERE source_topic = $1 AND source_partition = $2 AND source_offset BETWEEN $3 AND $4",
+        [src.topic, src.partition, first, last],
+      );
+      const rows = await this.processor.replayChunk(chunk, src, new Set(dead.rows.map((r) => Number(r.source_offset))));
+      this.parquet!.append(src.topic, src.partition, rows, last);
+    } catch (err) {
+      if (this.abort.signal.aborted) return false;
+      const state = this.partitions.get(this.key(src.topic, src.partition));
+      if (state) this.backOff(p, src, state, err);
+      return false;
+    }
+    p.resolveOffset(String(last));
+    return this.parquetBackpressure(p, src);
+  }
+
+  /** Pause a partition whose Parquet files wait to be uploaded beyond the limit; resume when drained. */
+  private parquetBackpressure(p: EachBatchPayload, src: { topic: string; partition: number }): boolean {
+    if (!this.parquet?.overLimit(src.topic, src.partition)) return true;
+    this.log.warn({ topic: src.topic, partition: src.partition }, "Parquet uploads are behind; partition paused until they catch up");
+    const resume = p.pause();
+    this.parquet.whenDrained(src.topic, src.partition, () => {
+      if (!this.abort.signal.aborted) resume();
+    });
+    return false;
   }
 
   /** Split by the sink's row and byte limits. */
@@ -461,7 +543,18 @@ export class IngestWorker {
             rows,
             deadLetters,
             deadLetterFor,
-            inTransaction: alarms && (alarms.states.length > 0 || alarms.events.length > 0) ? (client) => persistAlarmChanges(client, src.tenantId!, alarms) : undefined,
+            inTransaction: async (client) => {
+              if (alarms && (alarms.states.length > 0 || alarms.events.length > 0)) await persistAlarmChanges(client, src.tenantId!, alarms);
+              // The partition's very first batch: the Parquet sink starts from the same offset,
+              // recorded with it, so a crash before its first upload cannot skip these records.
+              if (this.parquet && src.tenantId && this.parquet.committed(src.topic, src.partition) === undefined) {
+                await client.query(
+                  `INSERT INTO millrace.sink_offsets (sink, consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT DO NOTHING`,
+                  [PARQUET_SINK, this.plan.source.consumerGroup, src.topic, src.partition, expected],
+                );
+              }
+            },
           }),
         this.inBatchRetryPolicy(),
         { retriable: isRetriablePgError, signal: this.abort.signal, onRetry: (err) => this.onDbRetry(err) },
@@ -472,6 +565,7 @@ export class IngestWorker {
         this.log.warn({ topic: src.topic, partition: src.partition, err: err.message }, "batch fenced; another worker owns the partition");
         this.partitions.delete(this.key(src.topic, src.partition));
         this.thresholds?.forget(scope);
+        this.parquet?.forget(src.topic, src.partition);
         return false;
       }
       // The alarm state in memory went ahead of what was stored: reload it with the next attempt.
@@ -483,6 +577,11 @@ export class IngestWorker {
     }
     state.failures = 0;
     this.dbOk = true;
+    if (this.parquet && src.tenantId) {
+      if (this.parquet.committed(src.topic, src.partition) === undefined) await this.parquet.assign(src.topic, src.partition, src.tenantId, expected);
+      const refused = new Set(result.rejected.map((r) => r.offset));
+      this.parquet.append(src.topic, src.partition, refused.size > 0 ? rows.filter((r) => !refused.has(r.offset)) : rows, last);
+    }
     if (alarms) {
       this.thresholds!.commit(alarms);
       if (alarms.events.length > 0) this.alertPublisher?.trigger();
@@ -491,7 +590,10 @@ export class IngestWorker {
     state.lastProgressAt = Date.now();
     p.resolveOffset(String(last));
     // Kafka's committed offset is only a hint (the database is authoritative): never fail on it.
-    await this.consumer.commitOffsets([{ topic: src.topic, partition: src.partition, offset: String(last + 1) }]).catch((err: unknown) => {
+    // Committed to Kafka only as far as both sinks hold the records.
+    const pq = this.parquet?.committed(src.topic, src.partition);
+    const kafkaNext = pq === undefined ? last + 1 : Math.min(last + 1, pq);
+    await this.consumer.commitOffsets([{ topic: src.topic, partition: src.partition, offset: String(kafkaNext) }]).catch((err: unknown) => {
       this.log.warn({ err: (err as Error).message }, "Kafka offset commit failed (database offsets are authoritative)");
     });
     const tenant = src.tenantId ?? "unknown";
@@ -510,7 +612,7 @@ export class IngestWorker {
       }
       if (firstTimestamp !== null) this.metrics.produceToCommit.observe({ tenant }, Math.max(0, Date.now() - firstTimestamp) / 1000);
     }
-    return true;
+    return this.parquetBackpressure(p, src);
   }
 
   status(): WorkerStatus {
@@ -533,6 +635,7 @@ export class IngestWorker {
     const why: string[] = [];
     if (!s.joined) why.push(s.crashed ? `consumer crashed: ${s.crashed}` : "not a member of the consumer group yet");
     if (!s.dbOk) why.push("database writes are failing (retrying)");
+    if (this.parquet?.lastError) why.push(`Parquet uploads are failing (retrying): ${this.parquet.lastError.message}`);
     const stall = this.settings.stallAfterMs ?? 60_000;
     for (const a of s.assigned) if (a.stalledMs > stall) why.push(`${a.topic}[${a.partition}] stalled at offset ${a.next} with lag ${a.lag} for ${Math.round(a.stalledMs / 1000)} s`);
     return { ready: why.length === 0, why };
@@ -549,6 +652,17 @@ export class IngestWorker {
   async stop(): Promise<void> {
     this.stopping ??= (async () => {
       if (this.topicTimer) clearTimeout(this.topicTimer);
+      if (this.parquet) {
+        // Stop taking new batches, let the one in flight finish, upload what the Parquet sink
+        // holds, and commit Kafka offsets as far as both sinks got — while still a group member.
+        this.draining = true;
+        const assigned = [...this.partitions.keys()].map((k) => k.split("\u0000")[0]!);
+        if (assigned.length > 0) this.consumer.pause([...new Set(assigned)].map((topic) => ({ topic })));
+        const deadline = Date.now() + 20_000;
+        while (this.inflightBatches > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        await this.parquet.close(15_000);
+        await this.commitKafkaHints();
+      }
       await this.consumer.stop().catch(() => {});
       this.abort.abort(new Error("worker stopping"));
       await this.dlqPublisher.stop();
@@ -559,6 +673,21 @@ export class IngestWorker {
       await this.pool.end().catch(() => {});
     })();
     await this.stopping;
+  }
+
+  /** Kafka's committed offset per partition = as far as every sink holds the records (a hint for lag tools). */
+  private async commitKafkaHints(): Promise<void> {
+    const offsets = [];
+    for (const [k, st] of this.partitions) {
+      const [topic, part] = k.split("\u0000") as [string, string];
+      const partition = Number(part);
+      if (st.next === undefined) continue;
+      const pq = this.parquet?.committed(topic, partition);
+      offsets.push({ topic, partition, offset: String(pq === undefined ? st.next : Math.min(st.next, pq)) });
+    }
+    if (offsets.length > 0) {
+      await this.consumer.commitOffsets(offsets).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, "Kafka offset commit failed (database offsets are authoritative)"));
+    }
   }
 
   /** For tests: the dead-letter publisher's drain (publish everything recorded so far). */

@@ -36,7 +36,7 @@ describe("describeTopology", () => {
     Processor: thresholds (thresholds)
       rules_refresh: 10s
       rules: [{ id: vibration_high, name: Vibration high, measure: vibration, comparison: above, levels: [{ severity: warning, threshold: 1.5 }, { severity: major, threshold: 2.5 }, { severity: critical, threshold: 4 }], sustain: 10s, deadband: 0.2, clear_sustain: 0ms }, { id: temperature_high, name: Temperature high, measure: temperature, comparison: above, levels: [{ severity: warning, threshold: 95 }, { severity: major, threshold: 110 }, { severity: critical, threshold: 125 }], sustain: 30s, deadband: 2, clear_sustain: 0ms }]
-      --> timescale
+      --> timescale, parquet
       rejections --> dead_letter
       <-- validate
     Sink: timescale (timescale_copy)
@@ -46,12 +46,24 @@ describe("describeTopology", () => {
       statement_timeout: 1m
       rejections --> dead_letter
       <-- thresholds
+    Sink: parquet (s3_parquet)
+      retry: { initial_delay: 200ms, max_delay: 30s, factor: 2, max_retries: unlimited }
+      max_rows: 100000
+      max_bytes: 64MiB
+      max_span: 1h
+      idle_flush: 1m
+      row_group_rows: 4096
+      max_pending_bytes: 256MiB
+      shared_bucket: millrace-shared
+      key_prefix: 
+      rejections --> dead_letter
+      <-- thresholds
     Sink: dead_letter (kafka_dead_letter)
       topic_pattern: dead-letters-{tenant_id}
       retry: { initial_delay: 100ms, max_delay: 10s, factor: 2, max_retries: unlimited }
       publish_interval: 1s
       max_batch: 500
-      <-- decode, validate, thresholds, timescale (rejections)
+      <-- decode, validate, thresholds, timescale, parquet (rejections)
 `,
     );
   });

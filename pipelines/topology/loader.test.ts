@@ -215,6 +215,20 @@ describe("loadTopology: good topologies", () => {
           poolSize: 4,
           statementTimeoutMs: 60_000,
         },
+        {
+          id: "parquet",
+          type: "s3_parquet",
+          input: "thresholds",
+          retry: { initialDelayMs: 200, maxDelayMs: 30_000, factor: 2, maxRetries: Infinity },
+          maxRows: 100_000,
+          maxBytes: 64 * 1024 ** 2,
+          maxSpanMs: 3_600_000,
+          idleFlushMs: 60_000,
+          rowGroupRows: 4096,
+          maxPendingBytes: 256 * 1024 ** 2,
+          sharedBucket: "millrace-shared",
+          keyPrefix: "",
+        },
         { id: "dead_letter", type: "kafka_dead_letter", topicPattern: "dead-letters-{tenant_id}", retry, publishIntervalMs: 1_000, maxBatch: 500 },
       ],
     };
@@ -232,7 +246,7 @@ describe("loadTopology: good topologies", () => {
     ]);
     expect(plan.sinks).toEqual([
       { ...repo.sinks[0], id: "db", input: "validate" },
-      { ...repo.sinks[1], id: "dlq" },
+      { ...repo.sinks.find((s) => s.type === "kafka_dead_letter")!, id: "dlq" },
     ]);
   });
 

@@ -1,0 +1,329 @@
+/**
+ * The engine side of the s3_parquet sink: per (topic, partition) a roller fed with the rows the
+ * database stored, files cut by the rolling policy, and for each file, in order:
+ *   plan (boundaries in PostgreSQL) → encode → upload (verified) → mark uploaded + advance offset.
+ *
+ * Uploads run in the background, one file at a time per partition, so one tenant's slow or failing
+ * bucket never holds up other partitions; a partition whose unuploaded bytes pass
+ * `maxPendingBytes` is paused by the worker until it drains. A failing upload is retried with
+ * backoff, never dropped. After a crash or rebalance the worker replays from this sink's stored
+ * offset; a file that was planned but not marked is rebuilt with exactly its planned range, so the
+ * same key gets the same bytes.
+ */
+import { CreateBucketCommand, HeadBucketCommand } from "@aws-sdk/client-s3";
+import type pg from "pg";
+import { FencedError, MillraceError } from "../../lib/errors.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { PipelineMetrics } from "../../lib/metrics.ts";
+import {
+  advanceSinkOffset,
+  encodeParquet,
+  loadTenantStorage,
+  locationObjectKey,
+  markUploaded,
+  ParquetRoller,
+  parquetStorageConfig,
+  PARQUET_SINK,
+  plannedFiles,
+  planFile,
+  putObjectVerified,
+  resolveParquetLocation,
+  S3ClientCache,
+  sinkOffset,
+  type ManifestEntry,
+  type ParquetLocation,
+  type ParquetStorageConfig,
+  type TakenFile,
+} from "../../sinks/s3-parquet/index.ts";
+import type { StoredReading } from "../reading.ts";
+import type { SinkPlan } from "../topology/plan.ts";
+
+type ParquetPlan = Extract<SinkPlan, { type: "s3_parquet" }>;
+
+interface PartitionStage {
+  topic: string;
+  partition: number;
+  tenantId: string;
+  roller: ParquetRoller;
+  /** The sink's stored next offset (everything below is in S3). */
+  committed: number;
+  /** Planned-but-not-uploaded manifest entries to rebuild exactly, ascending. */
+  planned: ManifestEntry[];
+  /** Files cut but not yet marked uploaded. */
+  pendingBytes: number;
+  queue: Promise<void>;
+  generation: number;
+  onDrained: Array<() => void>;
+}
+
+export class ParquetStage {
+  private readonly parts = new Map<string, PartitionStage>();
+  private readonly s3: S3ClientCache;
+  private readonly config: ParquetStorageConfig;
+  private readonly locations = new Map<string, { loc: ParquetLocation; at: number }>();
+  private generation = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Last upload failure (readiness). */
+  lastError: Error | undefined;
+
+  constructor(
+    private readonly plan: ParquetPlan,
+    private readonly pool: pg.Pool,
+    private readonly consumerGroup: string,
+    private readonly log: Logger,
+    private readonly metrics: PipelineMetrics,
+    /** Called when a partition's Parquet state is no longer trustworthy (fenced): reload and replay it. */
+    private readonly onLost: (topic: string, partition: number) => void,
+    env: NodeJS.ProcessEnv = process.env,
+  ) {
+    this.config = parquetStorageConfig({ ...env, MILLRACE_S3_SHARED_BUCKET: env.MILLRACE_S3_SHARED_BUCKET || plan.sharedBucket, MILLRACE_S3_KEY_PREFIX: env.MILLRACE_S3_KEY_PREFIX ?? plan.keyPrefix });
+    this.s3 = new S3ClientCache(env);
+  }
+
+  private key(topic: string, partition: number): string {
+    return `${topic}\u0000${partition}`;
+  }
+
+  /** Create the shared bucket if it is missing (dedicated buckets are made by tenant provisioning). */
+  async start(): Promise<void> {
+    const s3 = this.s3.clientFor(this.config.platform);
+    try {
+      await s3.send(new HeadBucketCommand({ Bucket: this.config.sharedBucket }));
+    } catch {
+      this.log.warn({ bucket: this.config.sharedBucket }, "shared Parquet bucket missing; creating it");
+      await s3.send(new CreateBucketCommand({ Bucket: this.config.sharedBucket })).catch((err: unknown) => {
+        if ((err as { name?: string }).name !== "BucketAlreadyOwnedByYou") throw err;
+      });
+    }
+    this.timer = setInterval(() => this.tick(), Math.max(100, Math.min(1000, Math.floor(this.plan.idleFlushMs / 4))));
+    this.timer.unref();
+  }
+
+  /** Load a partition's state after (re)assignment; returns the sink's stored next offset. */
+  async assign(topic: string, partition: number, tenantId: string, fallbackStart: number | undefined): Promise<number | undefined> {
+    const stored = await sinkOffset(this.pool, PARQUET_SINK, this.consumerGroup, topic, partition);
+    const start = stored ?? fallbackStart;
+    const k = this.key(topic, partition);
+    if (start === undefined) {
+      this.parts.delete(k);
+      return undefined;
+    }
+    const planned = (await plannedFiles(this.pool, this.consumerGroup, topic, partition)).filter((e) => e.firstOffset >= start).sort((a, b) => a.firstOffset - b.firstOffset);
+    this.parts.set(k, {
+      topic,
+      partition,
+      tenantId,
+      roller: this.newRoller(start),
+      committed: start,
+      planned,
+      pendingBytes: 0,
+      queue: Promise.resolve(),
+      generation: this.generation,
+      onDrained: [],
+    });
+    return stored;
+  }
+
+  private newRoller(startOffset: number): ParquetRoller {
+    return new ParquetRoller({ maxRows: this.plan.maxRows, maxBytes: this.plan.maxBytes, maxSpanMs: this.plan.maxSpanMs, idleMs: this.plan.idleFlushMs }, { startOffset });
+  }
+
+  /** The sink's stored next offset, if the partition is known. */
+  committed(topic: string, partition: number): number | undefined {
+    return this.parts.get(this.key(topic, partition))?.committed;
+  }
+
+  /** Where the roller expects the next appended chunk to start (last consumed + 1). */
+  nextToAppend(topic: string, partition: number): number | undefined {
+    const p = this.parts.get(this.key(topic, partition));
+    return p ? (p.roller.nextOffset ?? p.committed) : undefined;
+  }
+
+  /** Rows the database stored for offsets up to `lastOffset` (dead-lettered offsets simply absent). */
+  append(topic: string, partition: number, rows: readonly StoredReading[], lastOffset: number): void {
+    const p = this.parts.get(this.key(topic, partition));
+    if (!p) return;
+    const from = p.roller.nextOffset ?? p.committed;
+    if (lastOffset < from) return; // already covered
+    const fresh = rows.filter((r) => r.offset >= from);
+    p.roller.append(fresh, { lastOffset, nowMs: Date.now() });
+    this.cut(p);
+  }
+
+  /** Buffered plus unuploaded bytes over the limit: the worker pauses the partition. */
+  overLimit(topic: string, partition: number): boolean {
+    const p = this.parts.get(this.key(topic, partition));
+    return p !== undefined && p.pendingBytes + p.roller.byteCount > this.plan.maxPendingBytes;
+  }
+
+  /** Call `fn` once the partition is back under half its limit. */
+  whenDrained(topic: string, partition: number, fn: () => void): void {
+    const p = this.parts.get(this.key(topic, partition));
+    if (!p) return fn();
+    p.onDrained.push(fn);
+  }
+
+  forget(topic: string, partition: number): void {
+    const p = this.parts.get(this.key(topic, partition));
+    if (p) p.generation = -1;
+    this.parts.delete(this.key(topic, partition));
+    for (const fn of p?.onDrained ?? []) fn();
+  }
+
+  forgetAll(): void {
+    this.generation++;
+    for (const p of this.parts.values()) {
+      p.generation = -1;
+      for (const fn of p.onDrained) fn();
+    }
+    this.parts.clear();
+  }
+
+  /** Cut every file the policy (or a planned range being rebuilt) asks for and queue its upload. */
+  private cut(p: PartitionStage, force = false): void {
+    for (;;) {
+      let file: TakenFile | undefined;
+      let plannedEntry: ManifestEntry | undefined;
+      const next = p.planned[0];
+      if (next && p.roller.pendingFirstOffset === next.firstOffset) {
+        file = p.roller.takeThrough(next.lastOffset);
+        if (!file) return; // wait until the planned range is consumed
+        plannedEntry = p.planned.shift();
+      } else if (force ? p.roller.rowCount > 0 : p.roller.shouldRoll(Date.now()) !== false) {
+        file = p.roller.take();
+      }
+      if (!file) return;
+      this.enqueue(p, file, plannedEntry);
+    }
+  }
+
+  private enqueue(p: PartitionStage, file: TakenFile, plannedEntry: ManifestEntry | undefined): void {
+    p.pendingBytes += file.bytes;
+    const gen = p.generation;
+    p.queue = p.queue.then(() => this.upload(p, file, plannedEntry, gen));
+  }
+
+  private async locationFor(tenantId: string): Promise<ParquetLocation> {
+    const cached = this.locations.get(tenantId);
+    if (cached && Date.now() - cached.at < 5000) return cached.loc;
+    const storage = await loadTenantStorage(this.pool, tenantId);
+    if (!storage) throw new MillraceError(`tenant ${tenantId} is not registered`, { retriable: true, stage: "sink", reason: "unknown_tenant" });
+    const loc = resolveParquetLocation(storage, this.config, process.env);
+    this.locations.set(tenantId, { loc, at: Date.now() });
+    return loc;
+  }
+
+  /** Plan, encode, upload, mark — retried with backoff until done, fenced, or forgotten. */
+  private async upload(p: PartitionStage, file: TakenFile, plannedEntry: ManifestEntry | undefined, gen: number): Promise<void> {
+    const r = this.plan.retry;
+    for (let attempt = 1; ; attempt++) {
+      if (p.generation !== gen || this.closedHard) return;
+      try {
+        const t0 = process.hrtime.bigint();
+        const loc = await this.locationFor(p.tenantId);
+        const firstTime = file.rows.length > 0 ? file.rows.reduce((m, x) => Math.min(m, x.time), Infinity) : 0;
+        const body = await encodeParquet(file.rows, { rowGroupRows: this.plan.rowGroupRows });
+        let entry = plannedEntry;
+        if (!entry) {
+          const key = locationObjectKey(loc, { topic: p.topic, partition: p.partition, firstOffset: file.firstOffset, lastOffset: file.lastOffset, firstTime });
+          ({ entry } = await planFile(this.pool, {
+            consumerGroup: this.consumerGroup,
+            topic: p.topic,
+            partition: p.partition,
+            firstOffset: file.firstOffset,
+            lastOffset: file.lastOffset,
+            tenantId: p.tenantId,
+            bucket: loc.bucket,
+            objectKey: key,
+            rowCount: file.rows.length,
+            minTime: file.rows.length > 0 ? file.minTime : 0,
+            maxTime: file.rows.length > 0 ? file.maxTime : 0,
+          }));
+          if (entry.lastOffset !== file.lastOffset) {
+            // A replay met a range planned by an earlier owner with other boundaries: rebuild that one.
+            throw new FencedError(`${p.topic}[${p.partition}]: a file planned at ${entry.firstOffset} ends at ${entry.lastOffset}, not ${file.lastOffset}`);
+          }
+        }
+        const s3 = this.s3.clientForLocation(loc);
+        const res = await putObjectVerified(s3, { bucket: entry.bucket, key: entry.objectKey, body, kmsKeyId: loc.kmsKeyId });
+        const mark = await markUploaded(this.pool, {
+          consumerGroup: this.consumerGroup,
+          topic: p.topic,
+          partition: p.partition,
+          firstOffset: file.firstOffset,
+          lastOffset: file.lastOffset,
+          byteSize: res.bytes,
+          sha256: res.sha256,
+          expectedOffset: p.committed,
+        });
+        p.committed = mark.nextOffset;
+        p.pendingBytes -= file.bytes;
+        this.lastError = undefined;
+        this.metrics.batchRows.observe({ sink: this.plan.id }, file.rows.length);
+        this.metrics.batchDuration.observe({ sink: this.plan.id }, Number(process.hrtime.bigint() - t0) / 1e9);
+        if (p.pendingBytes + p.roller.byteCount <= this.plan.maxPendingBytes / 2) {
+          const waiters = p.onDrained.splice(0);
+          for (const fn of waiters) fn();
+        }
+        return;
+      } catch (err) {
+        if (err instanceof FencedError) {
+          this.log.warn({ topic: p.topic, partition: p.partition, err: err.message }, "Parquet file fenced; another worker owns the partition");
+          this.metrics.fenced.inc({ topic: p.topic });
+          if (p.generation === gen) {
+            this.forget(p.topic, p.partition);
+            this.onLost(p.topic, p.partition);
+          }
+          return;
+        }
+        this.lastError = err as Error;
+        this.metrics.sinkRetries.inc({ sink: this.plan.id });
+        const delay = Math.min(r.maxDelayMs, r.initialDelayMs * r.factor ** Math.min(attempt, 30));
+        this.log.warn({ topic: p.topic, partition: p.partition, attempt, delayMs: delay, err: (err as Error).message }, "Parquet upload failed; retrying");
+        await new Promise((res) => setTimeout(res, delay).unref());
+      }
+    }
+  }
+
+  /** Idle flushes, and moving the offset over stretches that produced no rows (all dead letters). */
+  private tick(): void {
+    for (const p of this.parts.values()) {
+      this.cut(p);
+      const next = p.roller.nextOffset;
+      if (p.roller.rowCount === 0 && p.pendingBytes === 0 && p.planned.length === 0 && next !== undefined && next > p.committed) {
+        const expected = p.committed;
+        const gen = p.generation;
+        p.queue = p.queue.then(async () => {
+          if (p.generation !== gen || p.committed !== expected || p.roller.rowCount > 0 || p.roller.nextOffset !== next) return;
+          try {
+            await advanceSinkOffset(this.pool, { consumerGroup: this.consumerGroup, topic: p.topic, partition: p.partition, expectedOffset: expected, nextOffset: next });
+            p.committed = next;
+            // The next file starts after the stretch (the roller is empty, so nothing is lost).
+            if (p.roller.rowCount === 0 && p.roller.nextOffset === next) p.roller = this.newRoller(next);
+          } catch (err) {
+            if (err instanceof FencedError && p.generation === gen) {
+              this.forget(p.topic, p.partition);
+              this.onLost(p.topic, p.partition);
+            }
+          }
+        });
+      }
+    }
+  }
+
+  private closedHard = false;
+
+  /** Shutdown: cut what is buffered, upload it (bounded by `timeoutMs`), stop. */
+  async close(timeoutMs: number): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const p of this.parts.values()) this.cut(p, true);
+    const all = Promise.all([...this.parts.values()].map((p) => p.queue));
+    const timeout = new Promise<void>((res) => setTimeout(res, timeoutMs).unref());
+    await Promise.race([all, timeout]);
+    this.closedHard = true;
+    this.s3.destroy();
+  }
+}
