@@ -1,7 +1,7 @@
 /**
  * Kafka read ceiling for Node: a no-op kafkajs consumer draining the same topics with the worker's
- * fetch settings (a child process of the benchmark). Counts records from the first batch to the
- * last; prints one JSON line. Bounded by --timeout-ms.
+ * fetch settings (a child process of the benchmark). Counts records from the group join (when
+ * fetching starts) to the last batch; prints one JSON line. Bounded by --timeout-ms.
  *
  *   node --import tsx bench/drain.ts --topics a,b --records N --group G [--timeout-ms 600000]
  */
@@ -38,16 +38,19 @@ let done!: () => void;
 const finished = new Promise<void>((r) => (done = r));
 const c0 = process.cpuUsage();
 await consumer.connect();
-await consumer.subscribe({ topics, fromBeginning: true });
+// Timed from the group join (fetching starts then), like Kafka's tool's fetch time and the worker's run.
+let joined: number | undefined;
 let cpuAtFirst = c0;
+consumer.on(consumer.events.GROUP_JOIN, () => {
+  joined ??= performance.now();
+  cpuAtFirst = process.cpuUsage();
+});
+await consumer.subscribe({ topics, fromBeginning: true });
 await consumer.run({
   autoCommit: false,
   partitionsConsumedConcurrently: Number(values.concurrency),
   eachBatch: async ({ batch }) => {
-    if (first === undefined) {
-      first = performance.now();
-      cpuAtFirst = process.cpuUsage();
-    }
+    first ??= joined ?? performance.now();
     got += batch.messages.length;
     for (const m of batch.messages) bytes += m.value?.length ?? 0;
     last = performance.now();

@@ -120,6 +120,9 @@ export interface DrainResult {
   /** Cores busy on the whole machine during the drain, and those not charged to worker, PostgreSQL or Kafka. */
   machineBusyCores: number;
   backgroundCores: number;
+  /** Epoch ms: the worker joined; the last record was seen committed. */
+  joinedAt: number;
+  doneAt: number;
 }
 
 /** Wait until the worker's log says it joined its group; returns that time (epoch ms). */
@@ -203,6 +206,8 @@ export async function measureDrain(opts: {
     rssSamples,
     pollMs: opts.pollMs,
     machineBusyCores: busy,
+    joinedAt: joined,
+    doneAt,
     backgroundCores: busy - ((cpu.worker ?? 0) + (cpu.postgresCluster ?? 0) + (cpu.kafka ?? 0)) / cpu.seconds,
   };
 }

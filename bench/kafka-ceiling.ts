@@ -1,7 +1,7 @@
 /**
  * Kafka read ceilings on the same topics: the no-op kafkajs drain (bench/drain.ts, a child process)
  * and Kafka's own org.apache.kafka.tools.ConsumerPerformance (the broker's jars, same fetch size).
- * Both rates exclude the group join: kafkajs from its first batch, Kafka's tool its fetch.nMsg.sec.
+ * Both rates exclude the group join: kafkajs timed from its GROUP_JOIN event, Kafka's tool's fetch.nMsg.sec.
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";

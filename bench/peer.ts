@@ -29,6 +29,8 @@ import { cpuBetween, markCpu, stackPid } from "./procstat.ts";
 import { freePort, sleep, spawnLogged, waitExit } from "./spawn.ts";
 
 export const DEBEZIUM_VERSION = "3.6.0.Final";
+/** Bumped when bench/connect/pom.xml changes what it resolves (a new cache directory). */
+const POM_REVISION = "2";
 const POM = join(import.meta.dirname, "connect", "pom.xml");
 const LOG4J = join(import.meta.dirname, "connect", "log4j2.properties");
 
@@ -40,7 +42,7 @@ export interface PeerPaths {
 }
 
 export function peerPaths(): PeerPaths {
-  const home = join(stackContext().cacheDir, `connect-${KAFKA_VERSION}-debezium-${DEBEZIUM_VERSION}`);
+  const home = join(stackContext().cacheDir, `connect-${KAFKA_VERSION}-debezium-${DEBEZIUM_VERSION}-r${POM_REVISION}`);
   return { home, runtime: join(home, "runtime"), plugins: join(home, "plugins"), marker: join(home, ".installed") };
 }
 
@@ -77,7 +79,8 @@ const SCHEMA = {
   optional: false,
   fields: [
     { field: "time", type: "int64", name: "org.apache.kafka.connect.data.Timestamp", version: 1, optional: false },
-    { field: "tenant_id", type: "string", optional: false },
+    // Debezium's semantic UUID type: the sink binds it as uuid (the column's type).
+    { field: "tenant_id", type: "string", name: "io.debezium.data.Uuid", version: 1, optional: false },
     { field: "equipment_id", type: "string", optional: false },
     { field: "facility_id", type: "string", optional: false },
     { field: "temperature", type: "float", optional: true },
@@ -192,7 +195,8 @@ export async function runPeer(opts: {
     "connection.url": `jdbc:postgresql://${admin.hostname}:${admin.port}/${opts.db.name}?stringtype=unspecified&reWriteBatchedInserts=true`,
     "connection.username": decodeURIComponent(admin.username),
     "connection.password": decodeURIComponent(admin.password),
-    "connection.provider": "org.hibernate.c3p0.internal.C3P0ConnectionProvider",
+    "connection.pool.min_size": "1",
+    "connection.pool.max_size": "2",
     "insert.mode": "insert",
     "primary.key.mode": "none",
     "schema.evolution": "none",
@@ -200,7 +204,7 @@ export async function runPeer(opts: {
     "collection.name.format": PEER_TABLE,
     "batch.size": String(opts.batchRows),
     "dialect.postgres.unnest.insert.enabled": "true",
-    "database.time_zone": "UTC",
+    "use.time.zone": "UTC",
   };
   const props = (o: Record<string, string>) => `${Object.entries(o).map(([k, v]) => `${k}=${v.replace(/\\/g, "\\\\")}`).join("\n")}\n`;
   const workerFile = join(dir, "worker.properties");
@@ -227,9 +231,11 @@ export async function runPeer(opts: {
     }
     const m0 = markCpu({ connect: [c.pid, false], postgres: [pgPid, true] });
     let doneAt: number | undefined;
+    let polls = 0;
     while (doneAt === undefined) {
       if (c.child.exitCode !== null) throw new Error(`Kafka Connect exited (${c.child.exitCode}) during the run; see ${logFile}`);
       if (Date.now() > deadline) throw new Error(`Kafka Connect did not commit every record within ${opts.timeoutMs} ms; see ${logFile}`);
+      if (++polls % 10 === 0 && /unrecoverable exception|Task is being killed/.test(readFileSync(logFile, "utf8"))) throw new Error(`a Kafka Connect task failed; see ${logFile}`);
       const offs = await opts.admin.fetchOffsets({ groupId: group, topics: opts.topics });
       let sum = 0;
       for (const t of offs) for (const q of t.partitions) sum += Math.max(0, Number(q.offset));

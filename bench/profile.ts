@@ -28,8 +28,9 @@ interface CpuProfile {
 
 export interface ProfileSummary {
   file: string;
-  /** Sampled wall time of the profile (µs → s). */
+  /** Sampled CPU-busy time of the main thread (idle excluded), seconds; shares below are of this. */
   seconds: number;
+  idleSeconds: number;
   /** Self time by group, seconds and share of the sampled time. */
   groups: Array<{ group: string; seconds: number; share: number }>;
   topSelf: Array<{ fn: string; where: string; group: string; seconds: number; share: number }>;
@@ -65,22 +66,39 @@ export function moduleGroup(f: CallFrame): string {
 function where(f: CallFrame): string {
   const u = f.url.replace(/^file:\/\//, "");
   const short = u.startsWith(repoRoot) ? u.slice(repoRoot.length + 1) : u.includes(NM) ? u.slice(u.lastIndexOf(NM) + NM.length) : u;
-  return short ? `${short}:${f.lineNumber + 1}` : "";
+  // tsx-compiled modules report positions in the generated code (often line 1): the file alone then.
+  return short ? (f.lineNumber > 0 ? `${short}:${f.lineNumber + 1}` : short) : "";
 }
 
-export function summariseProfile(file: string, top = 25): ProfileSummary {
+/**
+ * `window`: only samples between `fromEndMs` and `toEndMs` before the profile's end (the drain, not
+ * the start-up or the shutdown; the caller knows both from the worker's exit time).
+ */
+export function summariseProfile(file: string, window?: { fromEndMs: number; toEndMs: number }, top = 25): ProfileSummary & { window?: { fromEndMs: number; toEndMs: number } } {
   const p = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   // Self time per node from samples × time deltas (falls back to hit counts).
   const self = new Map<number, number>();
   if (p.samples && p.timeDeltas && p.samples.length === p.timeDeltas.length) {
+    const lo = window ? p.endTime - window.fromEndMs * 1000 : -Infinity;
+    const hi = window ? p.endTime - window.toEndMs * 1000 : Infinity;
+    let t = p.startTime;
     for (let i = 0; i < p.samples.length; i++) {
+      t += p.timeDeltas[i]!;
+      if (t < lo || t > hi) continue;
       const dt = p.timeDeltas[i + 1] ?? 0;
       self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + Math.max(0, dt));
     }
   } else {
     const hits = p.nodes.reduce((a, n) => a + (n.hitCount ?? 0), 0) || 1;
     for (const n of p.nodes) self.set(n.id, ((n.hitCount ?? 0) / hits) * (p.endTime - p.startTime));
+  }
+  let idle = 0;
+  for (const [id, us] of self) {
+    if (byId.get(id)?.callFrame.functionName === "(idle)") {
+      idle += us;
+      self.delete(id);
+    }
   }
   const total = [...self.values()].reduce((a, b) => a + b, 0) || 1;
   const groups = new Map<string, number>();
@@ -115,15 +133,22 @@ export function summariseProfile(file: string, top = 25): ProfileSummary {
   const s = (us: number) => us / 1e6;
   return {
     file,
+    window,
     seconds: s(total),
+    idleSeconds: s(idle),
     groups: [...groups].map(([group, us]) => ({ group, seconds: s(us), share: us / total })).sort((a, b) => b.seconds - a.seconds),
     topSelf: [...fns.values()].sort((a, b) => b.us - a.us).slice(0, top).map((e) => ({ fn: e.fn, where: e.where, group: e.group, seconds: s(e.us), share: e.us / total })),
     oursInclusive: [...incl.values()].sort((a, b) => b.us - a.us).slice(0, 15).map((e) => ({ fn: e.fn, where: e.where, seconds: s(e.us), share: e.us / total })),
   };
 }
 
-/** The newest .cpuprofile in `dir`. */
-export function newestProfile(dir: string): string | undefined {
+/**
+ * The main thread's profile in `dir`: node writes one per thread (CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile),
+ * and the tsx loader's module hooks run on a thread of their own.
+ */
+export function mainThreadProfile(dir: string): string | undefined {
   const files = readdirSync(dir).filter((f) => f.endsWith(".cpuprofile")).sort();
-  return files.length ? join(dir, files[files.length - 1]!) : undefined;
+  const main = files.filter((f) => f.split(".")[4] === "0");
+  const pick = main.length ? main : files;
+  return pick.length ? join(dir, pick[pick.length - 1]!) : undefined;
 }

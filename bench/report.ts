@@ -20,6 +20,8 @@ export function renderMarkdown(r: BenchResults): string {
   L.push(`Machine: ${m.machine.cores} cores (${m.machine.cpuModel}), ${fmt(m.machine.memoryGiB, 0)} GiB, Linux ${m.machine.kernel}, Node ${m.machine.node}; shared and noisy (load average at start ${m.machine.loadAverageStart.map((v) => v.toFixed(2)).join(" ")}). ` +
     `Rows: ${fmt(m.records)} synthetic readings over ${m.tenants} tenants × ${m.partitionsPerTenant} partitions. Run took ${fmt(m.elapsedSeconds, 0)} s.`);
   L.push("");
+  L.push(`Code: commit ${m.git.commit.slice(0, 12)}${m.git.uncommitted.length ? ` plus uncommitted changes in the working tree (${m.git.uncommitted.slice(0, 8).join(", ")}${m.git.uncommitted.length > 8 ? ", …" : ""})` : ""}.`);
+  L.push("");
   L.push("Every comparison below is a ratio of two paths measured in this run on the same rows.");
   L.push("");
   L.push("## Goals");
@@ -82,7 +84,7 @@ export function renderMarkdown(r: BenchResults): string {
   if (pr && "summary" in pr) {
     L.push("## Where the worker's CPU goes (node --cpu-prof, separate profiled drain of the same rows)");
     L.push("");
-    L.push(`Profiled drain: ${fmt(pr.drain?.recordsPerSecond)} records/s (profiler on). Sampled ${fmt(pr.summary.seconds, 1)} s.`);
+    L.push(`Profiled drain: ${fmt(pr.drain?.recordsPerSecond)} records/s (profiler on). Main thread busy ${fmt(pr.summary.seconds, 1)} s, idle ${fmt(pr.summary.idleSeconds, 1)} s; samples from the join to the last commit only; shares are of the busy time.`);
     L.push("");
     L.push("| module group | self s | share |");
     L.push("| --- | ---: | ---: |");

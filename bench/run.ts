@@ -6,6 +6,7 @@
  * ceilings → naive → peer → profiled drain. Each section that fails records its error and the run
  * goes on; every database and topic the run made is removed at the end (unless kept).
  */
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { cpus, loadavg, release, totalmem } from "node:os";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -25,7 +26,7 @@ import { consumerPerformance, nodeDrain, type ConsumerPerfAnchor, type DrainAnch
 import { benchKafka, deleteGroupsQuietly, deleteTopicsQuietly, endOffsets, sumOffsets } from "./kafka-util.ts";
 import { COPY_BATCH_ROWS, runMicro, type MicroResult } from "./micro.ts";
 import { producePeerTopics, runPeer, type PeerResult } from "./peer.ts";
-import { newestProfile, summariseProfile, type ProfileSummary } from "./profile.ts";
+import { mainThreadProfile, summariseProfile, type ProfileSummary } from "./profile.ts";
 import { renderMarkdown, writeChart } from "./report.ts";
 import { lastJsonLine, sleep, spawnNode, waitExit } from "./spawn.ts";
 
@@ -117,6 +118,8 @@ export interface BenchResults {
     partitionsPerTenant: number;
     settings: Omit<BenchSettings, "outDir">;
     machine: { cores: number; cpuModel: string; memoryGiB: number; kernel: string; node: string; loadAverageStart: number[]; loadAverageEnd: number[] };
+    /** The code measured: HEAD, and files outside bench/ with uncommitted changes (the worker runs from the working tree). */
+    git: { commit: string; uncommitted: string[] };
   };
   micro: MicroResult;
   e2e: {
@@ -166,6 +169,15 @@ async function attempt<T>(what: string, log: (m: string) => void, fn: () => Prom
   }
 }
 
+function gitState(): BenchResults["meta"]["git"] {
+  const run = (args: string[]) => spawnSync("git", args, { cwd: repoRoot, encoding: "utf8", timeout: 30_000 }).stdout ?? "";
+  const uncommitted = run(["status", "--porcelain", "--untracked-files=no"])
+    .split("\n")
+    .map((l) => l.slice(3).trim())
+    .filter((f) => f && !f.startsWith("bench/"));
+  return { commit: run(["rev-parse", "HEAD"]).trim() || "unknown", uncommitted };
+}
+
 function machine(): BenchResults["meta"]["machine"] {
   const c = cpus();
   return { cores: c.length, cpuModel: c[0]?.model ?? "unknown", memoryGiB: totalmem() / 2 ** 30, kernel: release(), node: process.version, loadAverageStart: loadavg(), loadAverageEnd: [] };
@@ -190,6 +202,7 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     partitionsPerTenant: s.partitions,
     settings: { ...s, outDir: undefined } as unknown as Omit<BenchSettings, "outDir">,
     machine: machine(),
+    git: gitState(),
   };
   log(`bench: ${s.profile} profile, ${s.records} records over ${s.tenants} tenants × ${s.partitions} partitions; logs in ${workDir}`);
   const kafka = benchKafka(`millrace-bench-${runId}`);
@@ -290,9 +303,11 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
         } finally {
           await stopWorker(w, 60_000);
         }
-        const file = existsSync(profDir) ? newestProfile(profDir) : undefined;
+        const exitedAt = Date.now();
+        const file = existsSync(profDir) ? mainThreadProfile(profDir) : undefined;
         if (!file) throw new Error(`the profiled worker wrote no .cpuprofile into ${profDir}`);
-        return { summary: summariseProfile(file), drain: d };
+        // Only the drain: from the join to the last commit, counted back from the worker's exit.
+        return { summary: summariseProfile(file, { fromEndMs: exitedAt - d.joinedAt, toEndMs: exitedAt - d.doneAt }), drain: d };
       });
     }
 
