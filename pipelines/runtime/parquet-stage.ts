@@ -10,7 +10,7 @@
  * offset; a file that was planned but not marked is rebuilt with exactly its planned range, so the
  * same key gets the same bytes.
  */
-import { CreateBucketCommand, HeadBucketCommand } from "@aws-sdk/client-s3";
+import { CreateBucketCommand, HeadBucketCommand, type S3Client } from "@aws-sdk/client-s3";
 import type pg from "pg";
 import { FencedError, MillraceError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -76,9 +76,10 @@ export class ParquetStage {
     /** Called when a partition's Parquet state is no longer trustworthy (fenced): reload and replay it. */
     private readonly onLost: (topic: string, partition: number) => void,
     env: NodeJS.ProcessEnv = process.env,
+    onS3Client?: (client: S3Client) => void,
   ) {
     this.config = parquetStorageConfig({ ...env, MILLRACE_S3_SHARED_BUCKET: env.MILLRACE_S3_SHARED_BUCKET || plan.sharedBucket, MILLRACE_S3_KEY_PREFIX: env.MILLRACE_S3_KEY_PREFIX ?? plan.keyPrefix });
-    this.s3 = new S3ClientCache(env);
+    this.s3 = new S3ClientCache(env, onS3Client ? { onCreate: (c) => onS3Client(c) } : {});
   }
 
   private key(topic: string, partition: number): string {

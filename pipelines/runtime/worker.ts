@@ -40,6 +40,7 @@ import { TenantDirectory, TopicPattern } from "./tenant-directory.ts";
 import { readFileSync } from "node:fs";
 import { resolve, dirname } from "node:path";
 import { SchemaRegistry } from "@kafkajs/confluent-schema-registry";
+import type { S3Client } from "@aws-sdk/client-s3";
 
 export interface WorkerSettings {
   brokers: string[];
@@ -55,6 +56,8 @@ export interface WorkerSettings {
   stallAfterMs?: number;
   /** Only consume tenant topics this accepts (default: all that match the source pattern). */
   topicFilter?: (topic: string) => boolean;
+  /** Called with every S3 client the Parquet sink creates (tests record requests with middleware). */
+  onS3Client?: (client: S3Client) => void;
 }
 
 interface PartitionState {
@@ -202,6 +205,8 @@ export class IngestWorker {
     const parquetPlan = plan.sinks.find((x) => x.type === "s3_parquet");
     this.parquet = parquetPlan ? new ParquetStage(parquetPlan, this.pool, plan.source.consumerGroup, this.log.child({ component: "parquet" }), this.metrics, (t, n) =>
           this.partitions.delete(this.key(t, n)),
+          process.env,
+          settings.onS3Client,
         ) : undefined;
     this.processor = new BatchProcessor(decoder, this.tenants, { maxFutureSkewMs: validatePlan.maxFutureSkewMs }, Date.now, quota, this.thresholds);
     this.alertPublisher = this.thresholds

@@ -20,6 +20,7 @@ export function testPlan(overrides: { group?: string; maxRows?: number } = {}): 
   for (const s of clone.sinks) {
     if (s.type === "timescale_copy" && overrides.maxRows) s.batch.maxRows = overrides.maxRows;
     if (s.type === "kafka_dead_letter") s.publishIntervalMs = 200;
+    if (s.type === "s3_parquet") s.idleFlushMs = 1000;
   }
   return clone;
 }

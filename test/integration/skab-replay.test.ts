@@ -1,5 +1,5 @@
 /**
- * Real input: the SKAB valve1 experiments (../shared/datasets/skab/valve1, 16 files) replayed with
+ * Real input (also in Parquet on S3, below): the SKAB valve1 experiments (../shared/datasets/skab/valve1, 16 files) replayed with
  * `millrace produce csv`'s reader as equipment of two tenants land row for row in sensor_data_raw:
  * per file the count equals the CSV's, and every value equals the CSV's (as float32, the schema's
  * measure type), at the CSV's own timestamps (2020, UTC — kept because the tenants have unlimited
@@ -18,6 +18,8 @@ import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { deleteTopics, testKafka } from "../helpers/kafka.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { readS3DatasetWithPyarrow } from "../helpers/parquet-readers.ts";
+import { requireEnv } from "../../lib/env.ts";
 import { testPlan, testWorker } from "../helpers/worker.ts";
 
 const SKAB = join(repoRoot, "..", "shared", "datasets", "skab", "valve1");
@@ -99,6 +101,38 @@ describe("SKAB valve1 replay", () => {
         expect(Math.fround(g.temperature)).toBe(r.temperature);
         expect(Math.fround(g.vibration)).toBe(r.vibration);
         expect(Math.fround(g.pressure)).toBe(r.pressure);
+      }
+    }
+
+    // …and row for row in Parquet on S3 too (read back with pyarrow), under the right tenant's prefix.
+    const group = worker.plan.source.consumerGroup;
+    await waitUntil("the SKAB rows to be in S3", async () => {
+      const r = await db.admin.query<{ n: string }>(
+        "SELECT coalesce(sum(row_count), 0)::bigint AS n FROM millrace.parquet_files WHERE consumer_group = $1 AND status = 'uploaded'",
+        [group],
+      );
+      return Number(r.rows[0]!.n) === total;
+    }, 120_000);
+    const s3 = {
+      endpoint: requireEnv("MILLRACE_S3_ENDPOINT"),
+      region: process.env.MILLRACE_S3_REGION ?? "us-east-1",
+      accessKeyId: requireEnv("MILLRACE_S3_ACCESS_KEY_ID"),
+      secretAccessKey: requireEnv("MILLRACE_S3_SECRET_ACCESS_KEY"),
+    };
+    for (const t of tenants) {
+      const rows = readS3DatasetWithPyarrow(`millrace-shared/${t}/sensor-data/`, s3).rows;
+      for (const f of files.filter((x) => owner(x) === t)) {
+        const want = expected.get(f)!;
+        const got = rows.filter((r) => r.equipment_id === equipment(f)).sort((a, b) => a.time - b.time);
+        expect(got.length, `${f} in Parquet`).toBe(want.length);
+        for (const [i, r] of want.entries()) {
+          const g = got[i]!;
+          expect(g.tenant_id).toBe(t);
+          expect(g.time).toBe(r.time);
+          expect(Math.fround(g.temperature!)).toBe(r.temperature);
+          expect(Math.fround(g.vibration!)).toBe(r.vibration);
+          expect(Math.fround(g.pressure!)).toBe(r.pressure);
+        }
       }
     }
   });
