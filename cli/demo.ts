@@ -126,7 +126,9 @@ export function registerDemoCommand(program: Command): void {
         await waitDrained(db, admin, topics, Number(opts.timeout) * 1000);
         const ingestSeconds = (Date.now() - ingestStart) / 1000;
         await worker.drainDeadLetters();
-        process.stderr.write("\n");
+        process.stderr.write("\ndemo: stopping the worker (uploads the Parquet files it still holds)…\n");
+        await worker.stop();
+        worker = undefined;
 
         // Summary.
         const after = await db.query<{ tenant_id: string; n: number }>("SELECT tenant_id, count(*)::int AS n FROM sensor_data_raw GROUP BY 1");
@@ -135,19 +137,28 @@ export function registerDemoCommand(program: Command): void {
           "SELECT tenant_id, reason, count(*)::int AS n FROM millrace.dead_letters WHERE tenant_id = ANY($1) GROUP BY 1, 2 ORDER BY 1, 2",
           [DEMO_TENANTS.map((t) => t.tenantId)],
         );
+        const files = await db.query<{ tenant_id: string; files: number; rows: string; bucket: string }>(
+          `SELECT tenant_id, count(*)::int AS files, sum(row_count)::bigint AS rows, min(bucket) AS bucket
+           FROM millrace.parquet_files WHERE consumer_group = $1 AND status = 'uploaded' GROUP BY 1`,
+          [DEMO_GROUP],
+        );
+        const filesBy = new Map(files.rows.map((f) => [f.tenant_id, f]));
         let total = 0;
         const lines = ["", "millrace demo — summary", ""];
-        lines.push(`${"tenant".padEnd(26)} ${"tier".padEnd(13)} ${"stored now".padStart(10)} ${"this run".padStart(9)}  dead letters (all runs)`);
+        lines.push(`${"tenant".padEnd(26)} ${"tier".padEnd(13)} ${"stored now".padStart(10)} ${"this run".padStart(9)} ${"parquet files/rows".padStart(19)}  dead letters (all runs)`);
         for (const t of DEMO_TENANTS) {
           const nowN = afterBy.get(t.tenantId) ?? 0;
           const run = nowN - (beforeBy.get(t.tenantId) ?? 0);
           total += run;
           const reasons = dls.rows.filter((d) => d.tenant_id === t.tenantId).map((d) => `${d.reason}=${d.n}`).join(", ") || "none";
-          lines.push(`${t.name.padEnd(26)} ${t.tier.padEnd(13)} ${String(nowN).padStart(10)} ${String(run).padStart(9)}  ${reasons}`);
+          const f = filesBy.get(t.tenantId);
+          const pq = f ? `${f.files}/${f.rows}` : "0/0";
+          lines.push(`${t.name.padEnd(26)} ${t.tier.padEnd(13)} ${String(nowN).padStart(10)} ${String(run).padStart(9)} ${pq.padStart(19)}  ${reasons}`);
         }
         lines.push("", `final lag: 0 (every demo partition drained)`);
         lines.push(`ingest: ${total} rows in ${ingestSeconds.toFixed(1)} s = ${Math.round(total / ingestSeconds)} records/s (worker start-up included)`);
         lines.push(`total wall time: ${((Date.now() - t0) / 1000).toFixed(1)} s`, "");
+        lines.push(`Parquet: s3://millrace-shared/<tenant_id>/sensor-data/date=…/hour=…/ — ./millrace parquet ls --tenant ${DEMO_TENANTS[0]!.tenantId}`);
         lines.push("Look around: ./millrace stack env (connection settings), psql \"$MILLRACE_PG_ADMIN_URL\", ./millrace topology describe", "");
         process.stdout.write(lines.join("\n"));
       } finally {
