@@ -54,6 +54,8 @@ interface PartitionStage {
   queue: Promise<void>;
   generation: number;
   onDrained: Array<() => void>;
+  /** The last upload failure of this partition, cleared by its next success. */
+  lastError?: Error;
 }
 
 export class ParquetStage {
@@ -64,8 +66,10 @@ export class ParquetStage {
   private generation = 0;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  /** Last upload failure (readiness). */
-  lastError: Error | undefined;
+  /** Partitions whose uploads are failing right now (readiness). */
+  failing(): Array<{ topic: string; partition: number; error: string }> {
+    return [...this.parts.values()].filter((p) => p.lastError).map((p) => ({ topic: p.topic, partition: p.partition, error: p.lastError!.message }));
+  }
 
   constructor(
     private readonly plan: ParquetPlan,
@@ -260,7 +264,7 @@ export class ParquetStage {
         });
         p.committed = mark.nextOffset;
         p.pendingBytes -= file.bytes;
-        this.lastError = undefined;
+        p.lastError = undefined;
         this.metrics.batchRows.observe({ sink: this.plan.id }, file.rows.length);
         this.metrics.batchDuration.observe({ sink: this.plan.id }, Number(process.hrtime.bigint() - t0) / 1e9);
         if (p.pendingBytes + p.roller.byteCount <= this.plan.maxPendingBytes / 2) {
@@ -278,7 +282,7 @@ export class ParquetStage {
           }
           return;
         }
-        this.lastError = err as Error;
+        p.lastError = err as Error;
         this.metrics.sinkRetries.inc({ sink: this.plan.id });
         const delay = Math.min(r.maxDelayMs, r.initialDelayMs * r.factor ** Math.min(attempt, 30));
         this.log.warn({ topic: p.topic, partition: p.partition, attempt, delayMs: delay, err: (err as Error).message }, "Parquet upload failed; retrying");

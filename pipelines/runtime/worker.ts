@@ -640,7 +640,7 @@ export class IngestWorker {
     const why: string[] = [];
     if (!s.joined) why.push(s.crashed ? `consumer crashed: ${s.crashed}` : "not a member of the consumer group yet");
     if (!s.dbOk) why.push("database writes are failing (retrying)");
-    if (this.parquet?.lastError) why.push(`Parquet uploads are failing (retrying): ${this.parquet.lastError.message}`);
+    for (const f of this.parquet?.failing() ?? []) why.push(`Parquet uploads for ${f.topic}[${f.partition}] are failing (retrying): ${f.error}`);
     const stall = this.settings.stallAfterMs ?? 60_000;
     for (const a of s.assigned) if (a.stalledMs > stall) why.push(`${a.topic}[${a.partition}] stalled at offset ${a.next} with lag ${a.lag} for ${Math.round(a.stalledMs / 1000)} s`);
     return { ready: why.length === 0, why };
