@@ -10,6 +10,7 @@ import { registerParquetCommands } from "./parquet.ts";
 import { registerBenchCommands } from "./bench.ts";
 import { registerDemoCommand } from "./demo.ts";
 import { registerRulesCommands } from "./rules.ts";
+import { registerFaultCommands } from "./faults.ts";
 
 const program = new Command();
 program
@@ -28,6 +29,7 @@ registerTestCommand(program);
 registerProduceCommands(program);
 registerRulesCommands(program);
 registerBenchCommands(program);
+registerFaultCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as Error;
