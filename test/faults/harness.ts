@@ -195,7 +195,8 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
 
   try {
     await admin.connect();
-    for (const t of tenants) await createTenant(db.admin, admin, { tenantId: t, name: `faults-${t.slice(0, 6)}`, partitions: p.partitions });
+    // Idempotent, so retried (bounded) while a just-started broker settles.
+    for (const t of tenants) await waitUntil(`tenant ${t.slice(0, 8)} provisioned`, async () => (await createTenant(db.admin, admin, { tenantId: t, name: `faults-${t.slice(0, 6)}`, partitions: p.partitions }), true), 60_000, 500);
     const schemaId = await registerSensorSchema(topics[0]!);
     const topology = writeTopology(logDir, [
       [/max_rows: 5000/, "max_rows: 200"],
@@ -236,7 +237,10 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
         : await db.admin.query<{ partition: number; next_offset: string }>("SELECT partition, next_offset FROM millrace.sink_offsets WHERE sink = 's3_parquet' AND consumer_group = $1 AND topic = $2", [group, topic]);
       return new Map(r.rows.map((x) => [x.partition, Number(x.next_offset)]));
     };
-    const snapshot = async () => new Map(await Promise.all(topics.map(async (t) => [t, await endOffsets(admin, t)] as const)));
+    // The end offsets of every topic; retried (bounded) while a broker is restarting or a new topic's leader settles.
+    const snapshot = () =>
+      waitUntil("the topics' end offsets", async () => new Map(await Promise.all(topics.map(async (t) => [t, await endOffsets(admin, t)] as const))), 120_000, 250);
+    await snapshot();
     const reached = async (target: Map<string, Map<number, number>>, onlyTopics = topics) => {
       for (const topic of onlyTopics) {
         const [pgOff, pqOff] = await Promise.all([storedOffsets("pg", topic), storedOffsets("parquet", topic)]);
@@ -342,7 +346,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
     }
     if (p.poison && tenants.length >= 2) {
       const [a, b] = [tenants[0]!, tenants[1]!];
-      const lagBefore = await lagOf(topics[1]!);
+      const lagBefore = (await waitUntil("tenant B's lag", async () => ({ n: await lagOf(topics[1]!) }), 60_000, 250)).n;
       const at = Date.now();
       await producer.send({ topic: topics[0]!, acks: -1, messages: [{ key: "eq-00", partition: 0, value: Buffer.from('{"not":"avro"}') }] });
       poisonSent.set(a, (poisonSent.get(a) ?? 0) + 1);
