@@ -35,6 +35,7 @@ import { QuotaGate, QuotaMetrics } from "../processors/quota.ts";
 import { pgAlarmStateSource, ThresholdEvaluator, ThresholdMetrics } from "../processors/threshold-evaluator.ts";
 import { persistAlarmChanges } from "../processors/alarm-store.ts";
 import { AlertPublisher, AlertPublisherMetrics } from "../../sinks/alerts/publisher.ts";
+import { PgWebhookTargets, WebhookMetrics, WebhookNotifier } from "../../sinks/alerts/webhooks.ts";
 import type { Rejection, StoredReading } from "../reading.ts";
 import { TenantDirectory, TopicPattern } from "./tenant-directory.ts";
 import { readFileSync } from "node:fs";
@@ -104,6 +105,8 @@ export class IngestWorker {
   private readonly thresholds: ThresholdEvaluator | undefined;
   private readonly parquet: ParquetStage | undefined;
   private readonly alertPublisher: AlertPublisher | undefined;
+  private readonly webhookTargets: PgWebhookTargets | undefined;
+  private readonly webhooks: WebhookNotifier | undefined;
   private readonly sourcePattern: TopicPattern;
   private readonly decodePlan: Extract<ProcessorPlan, { type: "avro_decode" }>;
   private readonly sinkPlan: Extract<SinkPlan, { type: "timescale_copy" }>;
@@ -209,6 +212,14 @@ export class IngestWorker {
           settings.onS3Client,
         ) : undefined;
     this.processor = new BatchProcessor(decoder, this.tenants, { maxFutureSkewMs: validatePlan.maxFutureSkewMs }, Date.now, quota, this.thresholds);
+    // Per-tenant webhooks (millrace.tenant_webhooks): fired after alert events are published, on a
+    // bounded queue of their own — a slow or failing endpoint never slows ingestion.
+    this.webhookTargets = this.thresholds
+      ? new PgWebhookTargets({ pool: this.pool, refreshMs: 10_000, secretOf: (n) => process.env[n], log: this.log.child({ component: "webhooks" }) })
+      : undefined;
+    this.webhooks = this.webhookTargets
+      ? new WebhookNotifier({ targets: this.webhookTargets, metrics: new WebhookMetrics(this.metrics.registry), log: this.log.child({ component: "webhooks" }) })
+      : undefined;
     this.alertPublisher = this.thresholds
       ? new AlertPublisher({
           pool: this.pool,
@@ -221,6 +232,7 @@ export class IngestWorker {
           partitions: settings.deadLetterPartitions ?? 3,
           log: this.log.child({ component: "alerts" }),
           metrics: new AlertPublisherMetrics(this.metrics.registry),
+          onPublished: (events) => this.webhooks?.notify(events),
         })
       : undefined;
     this.dlqPublisher = new DeadLetterPublisher({
@@ -270,6 +282,7 @@ export class IngestWorker {
       eachBatch: (p) => this.eachBatch(p),
     });
     this.dlqPublisher.start();
+    this.webhookTargets?.start();
     this.alertPublisher?.start();
     this.watchTopics();
   }
@@ -673,6 +686,8 @@ export class IngestWorker {
       await this.dlqPublisher.stop();
       await this.alertPublisher?.stop();
       await this.alertPublisher?.flush().catch((err: unknown) => this.log.warn({ err }, "alert flush at shutdown failed; they stay in the outbox"));
+      this.webhookTargets?.stop();
+      await this.webhooks?.stop();
       await this.dlqPublisher.flush().catch((err: unknown) => this.log.warn({ err }, "dead-letter flush at shutdown failed; they stay in the outbox"));
       await Promise.allSettled([this.consumer.disconnect(), this.producer.disconnect(), this.admin.disconnect()]);
       await this.pool.end().catch(() => {});

@@ -6,6 +6,8 @@
  *  - kill -9 while an alarm is active, then restart: exactly one raised and one cleared event.
  */
 import { randomBytes, randomUUID } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Admin, Kafka } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -112,6 +114,22 @@ describe("quotas and alarms end to end", () => {
     await createTenant(db.admin, admin, { tenantId: tenant, name: "alarm", partitions: 1 });
     const topic = `sensor-data-${tenant}`;
     const group = `alarm-${randomBytes(3).toString("hex")}`;
+    // The tenant's webhook: a local endpoint that fails its first request (retried with backoff).
+    const hooked: Array<{ step: string; alert_id: string }> = [];
+    let calls = 0;
+    const server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString("utf8")));
+      req.on("end", () => {
+        calls++;
+        if (calls === 1) return void res.writeHead(503).end();
+        hooked.push(JSON.parse(body) as { step: string; alert_id: string });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as AddressInfo).port;
+    await db.admin.query("INSERT INTO millrace.tenant_webhooks (tenant_id, url) VALUES ($1, $2)", [tenant, `http://127.0.0.1:${port}/alerts`]);
     const w1 = start("alarm-w1", group, tenant);
     // vibration_high (topology default): warning at 1.5 g sustained 10 s; clears 0.2 g below.
     const high = Array.from({ length: 30 }, (_, i) => ({ key: "pump-1", value: encodeReading(schemaId, reading(tenant, "pump-1", base + i * 1000, 1.8)) }));
@@ -132,6 +150,11 @@ describe("quotas and alarms end to end", () => {
     expect(new Set(all.map((e) => e.alert_id)).size).toBe(1);
     const open = await db.admin.query("SELECT count(*)::int AS n FROM alarms WHERE tenant_id = $1 AND alert_id IS NOT NULL", [tenant]);
     expect(open.rows[0].n).toBe(0);
+    // The webhook got the clearing (delivery is at most once per publication: a raise published just
+    // before the kill may not have been delivered, but nothing else may arrive).
+    await waitUntil("the webhook to receive the clearing", async () => hooked.some((e) => e.step === "cleared"), 60_000);
+    expect(hooked.every((e) => e.alert_id === all[0]!.alert_id)).toBe(true);
+    server.close();
     w2.kill("SIGTERM");
     expect(await w2.exited).toBe(0);
   });
