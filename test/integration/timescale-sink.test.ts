@@ -192,6 +192,27 @@ describe("timescale sink", () => {
     ]);
   });
 
+  it("a batch that fails before COMMIT leaves nothing; the stored offset stays at the committed prefix and the retry stores each row once (class 2)", async () => {
+    const p = partition++;
+    const base = Date.UTC(2022, 4, 1);
+    const rs = rows(20, base).map((r) => ({ ...r, equipmentId: `prefix-${r.offset}` }));
+    await writer.writeBatch(batch(rs.slice(0, 10), p, 0));
+    // Offsets 10–19: the rows are in, then the connection "drops" before COMMIT (a crash there).
+    const lost = Object.assign(new Error("connection lost"), { code: "08006" });
+    await expect(
+      writer.writeBatch(batch(rs.slice(10), p, 10, { inTransaction: async () => Promise.reject(lost) })),
+    ).rejects.toBe(lost);
+    const mid = await db.admin.query("SELECT count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1 AND equipment_id LIKE 'prefix-%'", [tenant]);
+    expect(mid.rows[0].n).toBe(10);
+    expect((await writer.storedOffsets(GROUP, TOPIC)).get(p)).toBe(10);
+    // Redelivered from 10, once.
+    const res = await writer.writeBatch(batch(rs.slice(10), p, 10));
+    expect(res.inserted).toBe(10);
+    expect((await writer.storedOffsets(GROUP, TOPIC)).get(p)).toBe(20);
+    const all = await db.admin.query("SELECT count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1 AND equipment_id LIKE 'prefix-%'", [tenant]);
+    expect(all.rows[0].n).toBe(20);
+  });
+
   it("fences a stale batch: a worker whose start offset was overtaken neither writes nor commits (class 1)", async () => {
     const p = partition++;
     const base = Date.UTC(2022, 3, 1);

@@ -8,7 +8,10 @@
  * 17  two pipeline instances in one process: no "already registered" throw, each one's metrics right.
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import pg from "pg";
+import { migrate } from "../../migrations/migrate.ts";
+import { postgresService } from "../../stack/postgres.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kafka, logLevel, type Admin } from "kafkajs";
@@ -156,6 +159,54 @@ describe("worker under faults (classes 3, 5, 17)", () => {
     const dls = await db.admin.query("SELECT count(*)::int AS n FROM millrace.dead_letters WHERE tenant_id = $1", [tenant]);
     expect(dls.rows[0].n).toBe(0);
     await worker.stop();
+  });
+
+  describe("PostgreSQL killed and restarted mid-stream (isolated database server)", () => {
+    let ctx: StackContext;
+    let dir: string;
+    let isoDb: TestDatabase;
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), "millrace-pg-"));
+      chmodSync(dir, 0o755); // the server runs as the postgres OS user
+      const b = stackContext();
+      ctx = { ...b, stateDir: dir, ports: { ...b.ports, postgres: 25532 } };
+      await postgresService.install(ctx);
+      await postgresService.start(ctx);
+      await postgresService.waitReady(ctx, 120_000);
+      const url = postgresService.env(ctx).MILLRACE_PG_ADMIN_URL!;
+      await migrate(url);
+      isoDb = { name: "millrace", adminUrl: url, admin: new pg.Pool({ connectionString: url, max: 2 }), writer: undefined as never, drop: async () => {} };
+      isoDb.admin.on("error", () => {});
+    });
+    afterAll(async () => {
+      await isoDb?.admin.end().catch(() => {});
+      if (ctx) await postgresService.stop(ctx, { force: true });
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("retries through the outage: nothing lost, nothing duplicated, no worker restart", async () => {
+      const tenant = randomUUID();
+      tenants.push(tenant);
+      await createTenant(isoDb.admin, admin, { tenantId: tenant, name: "db-bounce", partitions: 2 });
+      const topic = `sensor-data-${tenant}`;
+      const plan = testPlan({ maxRows: 100 });
+      for (const x of plan.sinks) if (x.type === "timescale_copy") Object.assign(x.retry, { initialDelayMs: 100, maxDelayMs: 1000 });
+      const worker = testWorker(plan, isoDb.adminUrl, [topic]);
+      workers.push(worker);
+      await worker.start();
+      const count = async () => (await isoDb.admin.query("SELECT count(DISTINCT temperature)::int AS d, count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1", [tenant])).rows[0] as { d: number; n: number };
+      await produce(kafka, topic, Array.from({ length: 300 }, (_, i) => ({ key: `eq-${i % 10}`, value: encodeReading(schemaId, reading(tenant, i, base)) })));
+      await waitUntil("300 rows before the outage", async () => (await count()).n === 300, 60_000);
+      await postgresService.stop(ctx, { force: true }); // kill -9 of the database server
+      await produce(kafka, topic, Array.from({ length: 300 }, (_, i) => ({ key: `eq-${i % 10}`, value: encodeReading(schemaId, reading(tenant, 300 + i, base)) })));
+      await waitUntil("readiness to report the failing database", async () => !worker.ready().ready, 30_000);
+      await postgresService.start(ctx);
+      await postgresService.waitReady(ctx, 120_000);
+      await waitUntil("all 600 rows after the restart", async () => (await count().catch(() => ({ n: 0, d: 0 }))).n === 600, 120_000);
+      expect(await count()).toEqual({ d: 600, n: 600 });
+      await waitUntil("the worker to be ready again", async () => worker.ready().ready, 60_000);
+      await worker.stop();
+    });
   });
 
   describe("class 5: broker restart mid-stream (isolated broker)", () => {
