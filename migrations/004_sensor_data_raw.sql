@@ -7,7 +7,10 @@
 -- is its own table); the same policy text is used everywhere.
 DO $$
 DECLARE
+  -- TimescaleDB only when it is installed AND preloaded (CREATE EXTENSION fails otherwise), unless
+  -- the session says millrace.disable_timescaledb = on.
   use_timescale boolean := EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+                           AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'
                            AND coalesce(current_setting('millrace.disable_timescaledb', true), '') <> 'on';
 BEGIN
   IF to_regclass('public.sensor_data_raw') IS NOT NULL THEN
