@@ -13,15 +13,18 @@
  *  - latency: every record of a phase, commit time (first poll that shows its offset committed)
  *    minus its Kafka timestamp (read back from the topic).
  *
- * Parquet: not wired into the worker yet. `withParquet` is the switch the harness will use (a
- * topology with the Parquet sink and an S3 check of the written objects); today it is reported as
- * skipped.
+ * Parquet: when the topology has the Parquet sink, the worker writes into a bucket of the run's own
+ * and {@link measureParquet} waits for the sink's offsets (millrace.sink_offsets) to cover every
+ * record as well; the PostgreSQL-only variant runs with a topology that has the sink removed.
  */
 import { mkdirSync, readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Admin, Kafka } from "kafkajs";
 import type pg from "pg";
-import { SensorPublisher, type PublishStats } from "../produce/publisher.ts";
+import { sensorTopic, TokenBucket } from "../produce/publisher.ts";
+import { createWireEncoder, type WireEncoder } from "../produce/encode.ts";
+import { createSchemaRegistry, registerSensorSchema, sensorReadingType, sensorSubject } from "../produce/registry.ts";
+import type { SyntheticRecord } from "../produce/synthetic.ts";
 import { repoRoot } from "../stack/context.ts";
 import { fixtureReadings, fixtureSpanMs, type Fixture } from "./fixtures.ts";
 import { endOffsets, partKey, readTimestamps, sumOffsets } from "./kafka-util.ts";
@@ -35,7 +38,7 @@ export interface WorkerRun {
   cpuProfDir?: string;
 }
 
-export function startWorker(opts: { pgUrl: string; tenants: string[]; group: string; logFile: string; metricsPort: number; cpuProfDir?: string; topology?: string }): WorkerRun {
+export function startWorker(opts: { pgUrl: string; tenants: string[]; group: string; logFile: string; metricsPort: number; cpuProfDir?: string; topology?: string; s3Bucket?: string }): WorkerRun {
   const nodeArgs: string[] = [];
   if (opts.cpuProfDir) {
     mkdirSync(opts.cpuProfDir, { recursive: true });
@@ -48,7 +51,14 @@ export function startWorker(opts: { pgUrl: string; tenants: string[]; group: str
     args,
     nodeArgs,
     logFile: opts.logFile,
-    env: { MILLRACE_PG_URL: opts.pgUrl, MILLRACE_PG_ROLE: "millrace_writer", MILLRACE_LOG_LEVEL: "info", MILLRACE_INSTANCE_ID: `bench-${opts.group.slice(-8)}` },
+    env: {
+      MILLRACE_PG_URL: opts.pgUrl,
+      MILLRACE_PG_ROLE: "millrace_writer",
+      MILLRACE_LOG_LEVEL: "info",
+      MILLRACE_INSTANCE_ID: `bench-${opts.group.slice(-8)}`,
+      // The Parquet sink writes into the run's own bucket, never the shared one.
+      ...(opts.s3Bucket ? { MILLRACE_S3_SHARED_BUCKET: opts.s3Bucket } : {}),
+    },
   });
   return { child, group: opts.group, metricsPort: opts.metricsPort, cpuProfDir: opts.cpuProfDir };
 }
@@ -228,6 +238,45 @@ function quantile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
+/**
+ * A paced producer for the latency phases: the records are Avro-encoded before the clock starts, so
+ * on the two shared cores the producer costs as little as kafkajs itself; batches of 50 ms worth,
+ * one in flight, acks = all (like SensorPublisher), keyed by equipment (the same partitions).
+ */
+export async function producePaced(kafka: Kafka, encoders: Map<string, WireEncoder>, source: Iterable<SyntheticRecord>, rate: number): Promise<{ records: number; seconds: number }> {
+  const prepared: Array<{ topic: string; key: string; value: Buffer }> = [];
+  for (const r of source) prepared.push({ topic: sensorTopic(r.tenantId), key: r.reading.equipment_id, value: encoders.get(r.tenantId)!.encode(r.reading) });
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  await producer.connect();
+  const batch = Math.max(1, Math.min(5000, Math.floor(rate / 20)));
+  const bucket = new TokenBucket(rate, batch);
+  const t0 = performance.now();
+  try {
+    for (let i = 0; i < prepared.length; i += batch) {
+      const slice = prepared.slice(i, i + batch);
+      await bucket.take(slice.length);
+      const byTopic = new Map<string, Array<{ key: string; value: Buffer }>>();
+      for (const m of slice) {
+        let l = byTopic.get(m.topic);
+        if (!l) byTopic.set(m.topic, (l = []));
+        l.push({ key: m.key, value: m.value });
+      }
+      await producer.sendBatch({ topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })), acks: -1 });
+    }
+  } finally {
+    await producer.disconnect();
+  }
+  return { records: prepared.length, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Encoders for the tenants' topics (their value subjects registered once). */
+export async function tenantEncoders(tenants: readonly string[]): Promise<Map<string, WireEncoder>> {
+  const registry = createSchemaRegistry();
+  const out = new Map<string, WireEncoder>();
+  for (const t of tenants) out.set(t, createWireEncoder(await registerSensorSchema(registry, sensorSubject(sensorTopic(t))), sensorReadingType()));
+  return out;
+}
+
 /** One latency phase: produce at `fraction × maxRate` for `seconds` while polling commits, then join the two. */
 export async function latencyPhase(opts: {
   fx: Fixture;
@@ -239,6 +288,8 @@ export async function latencyPhase(opts: {
   fraction: number;
   maxRate: number;
   seconds: number;
+  /** Wire encoders per tenant (the schema id registered for the tenant's topic). */
+  encoders: Map<string, WireEncoder>;
   /** Timeline start of this phase's readings (after everything produced before). */
   start: number;
   seed: string;
@@ -258,13 +309,7 @@ export async function latencyPhase(opts: {
       await sleep(opts.pollMs);
     }
   })();
-  const publisher = new SensorPublisher({ kafka: opts.kafka, batchSize: 2000 });
-  let stats: PublishStats;
-  try {
-    stats = await publisher.publish(fixtureReadings(opts.fx, { start: opts.start, count, seed: opts.seed }), { rate });
-  } finally {
-    await publisher.disconnect();
-  }
+  const stats = await producePaced(opts.kafka, opts.encoders, fixtureReadings(opts.fx, { start: opts.start, count, seed: opts.seed }), rate);
   const to = await endOffsets(opts.admin, opts.topics);
   const deadline = Date.now() + opts.timeoutMs;
   try {
@@ -297,12 +342,71 @@ export async function latencyPhase(opts: {
     fraction: opts.fraction,
     targetRate: rate,
     producedRecords: stats.records,
-    producedPerSecond: stats.recordsPerSecond,
-    seconds: stats.elapsedMs / 1000,
+    producedPerSecond: stats.records / stats.seconds,
+    seconds: stats.seconds,
     latencyMs: { p50: quantile(sorted, 0.5), p90: quantile(sorted, 0.9), p99: quantile(sorted, 0.99), max: sorted.length ? sorted[sorted.length - 1]! : Number.NaN, count: sorted.length },
     pollMs: opts.pollMs,
     lastReadingTime: opts.start + span,
   };
+}
+
+export interface ParquetResult {
+  sink: string;
+  /** Share of the records the Parquet sink had covered (uploaded) when PostgreSQL had them all. */
+  coveredAtPgDone: number;
+  /** Join → the Parquet sink's offsets cover every record (files close by rows, span or idle_flush). */
+  seconds: number | null;
+  recordsPerSecondBothWritten: number | null;
+  idleFlushMs: number;
+  /** How long it was waited for (the smoke profile does not wait out idle_flush). */
+  waitedMs: number;
+  /** Share covered once the worker had stopped (its graceful shutdown uploads what is open). */
+  coveredAfterStop: number | null;
+  files: number;
+  bytes: number;
+  bytesPerRecord: number | null;
+}
+
+async function sinkOffsets(pool: pg.Pool, sink: string, group: string): Promise<number> {
+  const r = await pool.query<{ n: string | null }>("SELECT sum(next_offset)::text AS n FROM millrace.sink_offsets WHERE sink = $1 AND consumer_group = $2", [sink, group]);
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+/** After the PostgreSQL drain: wait (bounded) until the Parquet sink has uploaded every record too. */
+export async function measureParquet(opts: { pool: pg.Pool; sink: string; group: string; total: number; drain: DrainResult; idleFlushMs: number; timeoutMs: number; pollMs: number }): Promise<ParquetResult> {
+  const coveredAtPgDone = (await sinkOffsets(opts.pool, opts.sink, opts.group)) / opts.total;
+  const deadline = Date.now() + opts.timeoutMs;
+  let doneAt: number | null = null;
+  while (Date.now() < deadline) {
+    if ((await sinkOffsets(opts.pool, opts.sink, opts.group)) >= opts.total) {
+      doneAt = Date.now();
+      break;
+    }
+    await sleep(opts.pollMs);
+  }
+  const seconds = doneAt === null ? null : (doneAt - opts.drain.joinedAt) / 1000;
+  return {
+    sink: opts.sink,
+    coveredAtPgDone,
+    seconds,
+    recordsPerSecondBothWritten: seconds === null ? null : opts.total / seconds,
+    idleFlushMs: opts.idleFlushMs,
+    waitedMs: opts.timeoutMs,
+    coveredAfterStop: null,
+    files: 0,
+    bytes: 0,
+    bytesPerRecord: null,
+  };
+}
+
+/** Once the worker has stopped: coverage and the files it uploaded. */
+export async function finishParquet(pool: pg.Pool, r: ParquetResult, group: string, total: number): Promise<ParquetResult> {
+  const f = await pool.query<{ n: string; b: string | null }>(
+    "SELECT count(*)::text AS n, sum(byte_size)::text AS b FROM millrace.parquet_files WHERE consumer_group = $1 AND status = 'uploaded'",
+    [group],
+  );
+  const bytes = Number(f.rows[0]?.b ?? 0);
+  return { ...r, coveredAfterStop: (await sinkOffsets(pool, r.sink, group)) / total, files: Number(f.rows[0]?.n ?? 0), bytes, bytesPerRecord: total > 0 ? bytes / total : null };
 }
 
 /** SIGTERM and wait (bounded) — the worker commits its batch in flight and, under --cpu-prof, writes the profile. */

@@ -63,7 +63,17 @@ export function renderMarkdown(r: BenchResults): string {
     L.push(`Latency = commit time (first poll of millrace.consumer_offsets every ${r.e2e.latency.map((p) => ("pollMs" in p ? p.pollMs : undefined)).find((v) => v !== undefined) ?? "?"} ms that covers the offset) − the record's Kafka timestamp; every record of the phase.`);
     L.push("");
   }
-  L.push(`Parquet: ${r.e2e.parquet.skipped ?? "measured"}.`);
+  const pq = r.e2e.parquet;
+  if ("sink" in pq) {
+    L.push(
+      `Parquet (sink \`${pq.sink}\`, into the run's own bucket): ${fmt(pq.coveredAtPgDone * 100, 1)}% of the records were uploaded when PostgreSQL had them all; ` +
+        `every record was in Parquet ${pq.seconds === null ? `— not within the ${fmt(pq.waitedMs / 1000)} s waited` : `${fmt(pq.seconds, 1)} s after the join (${fmt(pq.recordsPerSecondBothWritten)} records/s with both written)`}; ` +
+        `after the worker's graceful stop ${fmt((pq.coveredAfterStop ?? 0) * 100, 1)}%; ` +
+        `${fmt(pq.files)} files, ${fmt(pq.bytes / 2 ** 20, 1)} MiB (${fmt(pq.bytesPerRecord, 1)} bytes/record). Files close at max_rows, max_span or idle_flush (${fmt(pq.idleFlushMs / 1000)} s), so the tail is mostly that wait.`,
+    );
+  } else L.push(`Parquet: ${why(pq as Section)}.`);
+  const po = r.e2e.drainPostgresOnly;
+  if ("recordsPerSecond" in po) L.push("", `PostgreSQL only (Parquet sink removed from the topology): ${fmt(po.recordsPerSecond)} records/s, worker ${fmt(po.cpu.perMillionRecords.worker, 1)} CPU-s per M records, peak RSS ${fmt((po.peakRssBytes ?? 0) / 2 ** 20)} MiB.`);
   L.push("");
   L.push("## Hot path (one core, fixed fixtures)");
   L.push("");

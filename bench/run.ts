@@ -20,7 +20,12 @@ import { PG_BIN } from "../stack/postgres.ts";
 import { repoRoot } from "../stack/context.ts";
 import { anchorDatabase, psqlCopy, rawCopy, stagingCopy, type AnchorResult } from "./anchors.ts";
 import { createBenchDatabase, insertTenants, tableChecksum, type BenchDatabase } from "./db.ts";
-import { freePort, latencyPhase, measureDrain, startWorker, stopWorker, waitJoined, type DrainResult, type LatencyPhase } from "./e2e.ts";
+import { finishParquet, freePort, latencyPhase, measureDrain, measureParquet, startWorker, stopWorker, tenantEncoders, waitJoined, type DrainResult, type LatencyPhase, type ParquetResult } from "./e2e.ts";
+import { loadTopology } from "../pipelines/topology/index.ts";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { readFileSync } from "node:fs";
+import { benchS3, createBucket, removeBucket } from "./s3.ts";
+import { PARQUET_SINK } from "../sinks/s3-parquet/manifest.ts";
 import { fixtureRows, fixtureSpanMs, makeFixture, fixtureReadings, type Fixture } from "./fixtures.ts";
 import { consumerPerformance, nodeDrain, type ConsumerPerfAnchor, type DrainAnchor } from "./kafka-ceiling.ts";
 import { benchKafka, deleteGroupsQuietly, deleteTopicsQuietly, endOffsets, sumOffsets } from "./kafka-util.ts";
@@ -47,14 +52,15 @@ export interface BenchSettings {
   peer: boolean;
   peerRecords: number;
   cpuProfile: boolean;
-  withParquet: boolean;
   outDir: string;
   keep: boolean;
   pollMs: number;
   latencyPollMs: number;
+  /** How long to wait for the Parquet sink after PostgreSQL has every record; null = its idle_flush + 90 s. */
+  parquetWaitMs: number | null;
 }
 
-export const PROFILES: Record<BenchProfileName, Omit<BenchSettings, "outDir" | "keep" | "withParquet">> = {
+export const PROFILES: Record<BenchProfileName, Omit<BenchSettings, "outDir" | "keep">> = {
   smoke: {
     profile: "smoke",
     records: 20_000,
@@ -72,6 +78,7 @@ export const PROFILES: Record<BenchProfileName, Omit<BenchSettings, "outDir" | "
     cpuProfile: false,
     pollMs: 25,
     latencyPollMs: 20,
+    parquetWaitMs: 3000,
   },
   full: {
     profile: "full",
@@ -90,6 +97,7 @@ export const PROFILES: Record<BenchProfileName, Omit<BenchSettings, "outDir" | "
     cpuProfile: true,
     pollMs: 50,
     latencyPollMs: 20,
+    parquetWaitMs: null,
   },
 };
 
@@ -125,10 +133,12 @@ export interface BenchResults {
   e2e: {
     preload: { records: number; seconds: number; recordsPerSecond: number } | Failed;
     drain: DrainResult | Failed;
+    /** The same drain with the Parquet sink taken out of the topology (PostgreSQL only). */
+    drainPostgresOnly: DrainResult | Failed | Skipped;
     /** Cores the rest of the machine kept busy during the drain (machine busy − worker − PostgreSQL − Kafka). */
     backgroundCores: number | null;
     latency: Array<LatencyPhase | (Failed & { fraction: number })>;
-    parquet: { skipped?: string };
+    parquet: ParquetResult | Failed | Skipped;
   };
   anchors: {
     rawCopy: Maybe<AnchorResult>;
@@ -167,6 +177,22 @@ async function attempt<T>(what: string, log: (m: string) => void, fn: () => Prom
     log(`bench: ${what} FAILED: ${(err as Error).stack ?? String(err)}`);
     return errorOf(err);
   }
+}
+
+/** The repository's topology without its Parquet sink (and without it among any inputs), schema path made absolute. */
+export function postgresOnlyTopology(dir: string): string {
+  const doc = parseYaml(readFileSync(join(repoRoot, "topology.yaml"), "utf8")) as Record<string, Record<string, Record<string, unknown>>>;
+  const parquetIds = Object.entries(doc.sinks ?? {}).filter(([, v]) => v.type === "s3_parquet").map(([k]) => k);
+  for (const id of parquetIds) delete doc.sinks![id];
+  for (const section of ["processors", "sinks"]) {
+    for (const c of Object.values(doc[section] ?? {})) {
+      if (Array.isArray(c.inputs)) c.inputs = c.inputs.filter((i: unknown) => !parquetIds.includes(String(i)));
+      if (typeof c.schema === "string" && !c.schema.startsWith("/")) c.schema = join(repoRoot, c.schema);
+    }
+  }
+  const file = join(dir, "topology-postgres-only.yaml");
+  writeFileSync(file, stringifyYaml(doc));
+  return file;
 }
 
 function gitState(): BenchResults["meta"]["git"] {
@@ -208,6 +234,11 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
   const kafka = benchKafka(`millrace-bench-${runId}`);
   const admin = kafka.admin();
   await admin.connect();
+  const plan = loadTopology(join(repoRoot, "topology.yaml"));
+  const parquetSink = plan.sinks.find((x) => x.type === "s3_parquet");
+  const bucket = `millrace-bench-${runId}`;
+  const s3 = benchS3();
+  let bucketMade = false;
 
   // 1. Hot path.
   const fx: Fixture = makeFixture({ count: s.records, tenants: s.tenants, seed: "millrace-bench" });
@@ -217,6 +248,10 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
 
   let results: BenchResults | undefined;
   try {
+    if (parquetSink) {
+      await createBucket(s3, bucket);
+      bucketMade = true;
+    }
     // 2. Tenants, topics and the preload, into the e2e database.
     const e2eDb = await createBenchDatabase("e2e");
     dbs.push(e2eDb);
@@ -271,19 +306,48 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     groups.push(group);
     let e2eChecksum: { rows: number; checksum: string } | undefined;
     const drainTimeout = Math.max(120_000, (s.records / 500) * 1000);
+    let parquet: BenchResults["e2e"]["parquet"] = { skipped: "the topology has no Parquet sink" };
     const drain = await attempt("end to end: worker drain", log, async () => {
       const spawnedAt = Date.now();
-      const w = startWorker({ pgUrl: e2eDb.adminUrl, tenants: fx.tenants, group, logFile: join(workDir, "worker.log"), metricsPort: await freePort() });
+      const w = startWorker({ pgUrl: e2eDb.adminUrl, tenants: fx.tenants, group, logFile: join(workDir, "worker.log"), metricsPort: await freePort(), s3Bucket: bucket });
       try {
         const d = await measureDrain({ worker: w, pool: e2eDb.admin, dbName: e2eDb.name, end, pollMs: s.pollMs, timeoutMs: drainTimeout, spawnedAt });
         e2eChecksum = await tableChecksum(e2eDb.admin);
+        if (parquetSink && parquetSink.type === "s3_parquet") {
+          parquet = await attempt("end to end: Parquet sink catching up", log, () =>
+            measureParquet({ pool: e2eDb.admin, sink: PARQUET_SINK, group, total: s.records, drain: d, idleFlushMs: parquetSink.idleFlushMs, timeoutMs: s.parquetWaitMs ?? parquetSink.idleFlushMs + 90_000, pollMs: 250 }),
+          );
+        }
         return d;
       } finally {
         const code = await stopWorker(w);
         if (code !== 0) notes.push(`the worker exited ${code} on SIGTERM (log: ${join(workDir, "worker.log")})`);
+        if ("sink" in parquet) parquet = await finishParquet(e2eDb.admin, parquet, group, s.records).catch((err: unknown) => errorOf(err));
       }
     });
     const backgroundCores = "error" in drain ? null : drain.backgroundCores;
+
+    // 4b. The same drain with the Parquet sink removed from the topology: the like-for-like with the PostgreSQL anchors.
+    let drainPgOnly: BenchResults["e2e"]["drainPostgresOnly"] = { skipped: "the topology has no Parquet sink (the e2e is PostgreSQL only)" };
+    if (parquetSink) {
+      drainPgOnly = await attempt("end to end: worker drain, PostgreSQL only", log, async () => {
+        const db = await createBenchDatabase("e2e_pg");
+        dbs.push(db);
+        await insertTenants(db.admin, fx.tenants);
+        const g = `millrace-bench-pg-${runId}`;
+        groups.push(g);
+        const spawnedAt = Date.now();
+        const w = startWorker({ pgUrl: db.adminUrl, tenants: fx.tenants, group: g, logFile: join(workDir, "worker-pg-only.log"), metricsPort: await freePort(), topology: postgresOnlyTopology(workDir) });
+        try {
+          const d = await measureDrain({ worker: w, pool: db.admin, dbName: db.name, end, pollMs: s.pollMs, timeoutMs: drainTimeout, spawnedAt });
+          const st = await tableChecksum(db.admin);
+          if (e2eChecksum && (st.rows !== e2eChecksum.rows || st.checksum !== e2eChecksum.checksum)) notes.push("the PostgreSQL-only drain stored different rows from the full pipeline's");
+          return d;
+        } finally {
+          await stopWorker(w);
+        }
+      });
+    }
 
     // 5. Profiled drain: the same rows again, a second worker under node --cpu-prof, its own group and database.
     let profile: BenchResults["profile"] = { skipped: `not requested (${s.profile} profile; --cpu-prof adds it)` };
@@ -296,7 +360,7 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
         groups.push(g);
         const profDir = join(workDir, "cpuprofile");
         const spawnedAt = Date.now();
-        const w = startWorker({ pgUrl: db.adminUrl, tenants: fx.tenants, group: g, logFile: join(workDir, "worker-profiled.log"), metricsPort: await freePort(), cpuProfDir: profDir });
+        const w = startWorker({ pgUrl: db.adminUrl, tenants: fx.tenants, group: g, logFile: join(workDir, "worker-profiled.log"), metricsPort: await freePort(), cpuProfDir: profDir, s3Bucket: bucket });
         let d: DrainResult | null = null;
         try {
           d = await measureDrain({ worker: w, pool: db.admin, dbName: db.name, end, pollMs: s.pollMs, timeoutMs: drainTimeout * 2, spawnedAt });
@@ -316,14 +380,15 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     const latency: BenchResults["e2e"]["latency"] = [];
     if (!("error" in drain)) {
       const lat = await attempt("latency phases", log, async () => {
-        const w = startWorker({ pgUrl: e2eDb.adminUrl, tenants: fx.tenants, group, logFile: join(workDir, "worker-latency.log"), metricsPort: await freePort() });
+        const encoders = await tenantEncoders(fx.tenants);
+        const w = startWorker({ pgUrl: e2eDb.adminUrl, tenants: fx.tenants, group, logFile: join(workDir, "worker-latency.log"), metricsPort: await freePort(), s3Bucket: bucket });
         try {
           await waitJoined(w.child, 120_000);
           await sleep(1000);
           let timeline = fx.start + fixtureSpanMs(fx) + 60_000;
           for (const [i, fraction] of s.latencyFractions.entries()) {
             const ph = await attempt(`latency at ${fraction * 100}% of ${Math.round(drain.recordsPerSecond)}/s`, log, () =>
-              latencyPhase({ fx, kafka, admin, pool: e2eDb.admin, group, topics: sensorTopics, fraction, maxRate: drain.recordsPerSecond, seconds: s.latencySeconds, start: timeline, seed: `latency-${i}`, pollMs: s.latencyPollMs, timeoutMs: 120_000, worker: w.child }),
+              latencyPhase({ fx, kafka, admin, pool: e2eDb.admin, group, topics: sensorTopics, fraction, maxRate: drain.recordsPerSecond, seconds: s.latencySeconds, encoders, start: timeline, seed: `latency-${i}`, pollMs: s.latencyPollMs, timeoutMs: 120_000, worker: w.child }),
             );
             if ("error" in ph) latency.push({ ...ph, fraction });
             else {
@@ -375,6 +440,7 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     if (e2eChecksum && e2eChecksum.rows !== s.records) notes.push(`the worker stored ${e2eChecksum.rows} rows of ${s.records}`);
 
     const e2eRps = rps(drain);
+    const pgOnlyRps = rps(drainPgOnly);
     const naiveRps = rps(naive);
     const ratios: BenchResults["ratios"] = [
       { name: "e2e ÷ raw COPY", value: ratio(e2eRps, rps(rawCopyR)), meaning: "the worker against the database's bulk-load ceiling on the same rows (goal ≥ 0.7)" },
@@ -386,6 +452,8 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
       { name: "e2e ÷ peer", value: ratio(e2eRps, rps(peer)), meaning: "the worker against Kafka Connect + Debezium JDBC sink (goal > 1)" },
       { name: "Node drain ÷ Kafka's tool", value: ratio(rps(drainR), rps(cperf)), meaning: "kafkajs no-op consumer against Kafka's ConsumerPerformance (Java client)" },
       { name: "e2e ÷ Node drain", value: ratio(e2eRps, rps(drainR)), meaning: "how much of the kafkajs read ceiling the whole pipeline reaches" },
+      { name: "e2e PostgreSQL only ÷ raw COPY", value: ratio(pgOnlyRps, rps(rawCopyR)), meaning: "like for like with the database anchors: the worker with the Parquet sink taken out" },
+      { name: "e2e (PostgreSQL + Parquet) ÷ e2e PostgreSQL only", value: ratio(e2eRps, pgOnlyRps), meaning: "what writing Parquet as well costs the PostgreSQL side" },
       { name: "decode ÷ avsc baseline", value: micro.stages.find((x) => x.id === "avro_decode")?.ratioToBaseline ?? null, meaning: "AvroDecoder against avsc fromBuffer, one core (goal ≤ 1.5)" },
       { name: "binary ÷ text COPY encoding (client)", value: micro.stages.find((x) => x.id === "copy_encode_binary")?.ratioToBaseline ?? null, meaning: "ns/record of the binary prototype against encodeCopyRows (< 1: binary is cheaper)" },
     ];
@@ -400,13 +468,13 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
       goal("e2e ≥ 0.7 × raw COPY", ratios[0]!.value, "≥", 0.7),
       goal("e2e ≥ 10 × naive", ratios[5]!.value, "≥", 10),
       goal("e2e ahead of the peer", ratios[6]!.value, ">", 1),
-      goal("decode ≤ 1.5 × avsc baseline", ratios[9]!.value, "≤", 1.5),
+      goal("decode ≤ 1.5 × avsc baseline", ratios.find((q) => q.name === "decode ÷ avsc baseline")!.value, "≤", 1.5),
     ];
     const cpuCell = (v: number | null | undefined, what = "") => (v === null || v === undefined ? undefined : `${v.toFixed(1)}${what}`);
     const sec = (x: unknown) => (x && typeof x === "object" && ("error" in x || "skipped" in x) ? (x as Failed | Skipped) : undefined);
     const dr = "error" in drain ? undefined : drain;
     const table: TableRow[] = [
-      { path: "millrace e2e (worker)", kind: "ours", records: dr?.records ?? null, recordsPerSecond: e2eRps, cpu: dr ? `worker ${dr.cpu.perMillionRecords.worker?.toFixed(1)}, pg ${dr.cpu.perMillionRecords.postgresCluster?.toFixed(1)}, kafka ${dr.cpu.perMillionRecords.kafka?.toFixed(1)}` : undefined, notes: dr ? `join → last commit, ${dr.seconds.toFixed(1)} s; peak RSS ${((dr.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB` : undefined, section: sec(drain) },
+      { path: parquetSink ? "millrace e2e (PostgreSQL + Parquet)" : "millrace e2e (worker)", kind: "ours", records: dr?.records ?? null, recordsPerSecond: e2eRps, cpu: dr ? `worker ${dr.cpu.perMillionRecords.worker?.toFixed(1)}, pg ${dr.cpu.perMillionRecords.postgresCluster?.toFixed(1)}, kafka ${dr.cpu.perMillionRecords.kafka?.toFixed(1)}` : undefined, notes: dr ? `join → last commit, ${dr.seconds.toFixed(1)} s; peak RSS ${((dr.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB` : undefined, section: sec(drain) },
       { path: "raw COPY (superuser)", kind: "anchor", records: (rawCopyR as AnchorResult).records ?? null, recordsPerSecond: rps(rawCopyR), cpu: cpuCell((rawCopyR as AnchorResult).cpuPerMillion?.postgresCluster, " pg"), notes: "pg-copy-streams, prebuilt buffers, 1 connection per tenant", section: sec(rawCopyR) },
       { path: "staging COPY text + INSERT…SELECT", kind: "anchor", records: (stagingText as AnchorResult).records ?? null, recordsPerSecond: rps(stagingText), cpu: cpuCell((stagingText as AnchorResult).cpuPerMillion?.postgresCluster, " pg"), notes: "the sink's SQL under RLS, 5000-row transactions", section: sec(stagingText) },
       { path: "staging COPY binary + INSERT…SELECT", kind: "anchor", records: (stagingBinary as AnchorResult).records ?? null, recordsPerSecond: rps(stagingBinary), cpu: cpuCell((stagingBinary as AnchorResult).cpuPerMillion?.postgresCluster, " pg"), notes: "binary COPY prototype", section: sec(stagingBinary) },
@@ -416,6 +484,10 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
       { path: "naive (INSERT per message)", kind: "peer", records: (naive as { records: number }).records ?? null, recordsPerSecond: naiveRps, cpu: cpuCell((naive as { cpuSecondsPerMillion: number | null }).cpuSecondsPerMillion, " node"), notes: `first rows of the same topics, bounded to ${s.naiveSeconds} s`, section: sec(naive) },
       { path: "peer: Kafka Connect + Debezium JDBC", kind: "peer", records: (peer as PeerResult).records ?? null, recordsPerSecond: rps(peer), cpu: cpuCell((peer as PeerResult).cpuPerMillion?.connect, " jvm"), notes: "same rows as JSON with schema, separate topics", section: sec(peer) },
     ];
+    if (!("error" in drainPgOnly) && !("skipped" in drainPgOnly)) {
+      const q = drainPgOnly;
+      table.splice(1, 0, { path: "millrace e2e (PostgreSQL only)", kind: "ours", records: q.records, recordsPerSecond: q.recordsPerSecond, cpu: `worker ${q.cpu.perMillionRecords.worker?.toFixed(1)}, pg ${q.cpu.perMillionRecords.postgresCluster?.toFixed(1)}, kafka ${q.cpu.perMillionRecords.kafka?.toFixed(1)}`, notes: `Parquet sink removed from the topology; peak RSS ${((q.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB` });
+    } else if ("error" in drainPgOnly) table.splice(1, 0, { path: "millrace e2e (PostgreSQL only)", kind: "ours", records: null, recordsPerSecond: null, section: drainPgOnly });
     if (!("error" in profile) && !("skipped" in profile) && profile.drain) {
       table.splice(1, 0, { path: "millrace e2e under --cpu-prof", kind: "ours", records: profile.drain.records, recordsPerSecond: profile.drain.recordsPerSecond, notes: "profiler overhead included" });
     }
@@ -429,7 +501,7 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     results = {
       meta,
       micro,
-      e2e: { preload, drain, backgroundCores, latency, parquet: { skipped: s.withParquet ? "the Parquet sink is not wired into the worker yet (--with-parquet has nothing to add)" : "the Parquet sink is not wired into the worker yet" } },
+      e2e: { preload, drain, drainPostgresOnly: drainPgOnly, backgroundCores, latency, parquet },
       anchors: { rawCopy: rawCopyR, stagingCopyText: stagingText, stagingCopyBinary: stagingBinary, psqlCopy: psql, nodeDrain: drainR, kafkaConsumerPerformance: cperf, naive },
       peer,
       profile,
@@ -445,8 +517,9 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
       await deleteGroupsQuietly(admin, groups);
       await deleteTopicsQuietly(admin, topics);
       for (const db of dbs) await db.drop().catch((err: unknown) => log(`bench: dropping ${db.name} failed: ${(err as Error).message}`));
+      if (bucketMade) await removeBucket(s3, bucket).catch((err: unknown) => log(`bench: removing bucket ${bucket} failed: ${(err as Error).message}`));
     } else {
-      log(`bench: kept databases ${dbs.map((d) => d.name).join(", ")} and topics ${topics.join(", ")}`);
+      log(`bench: kept databases ${dbs.map((d) => d.name).join(", ")}, bucket ${bucket} and topics ${topics.join(", ")}`);
     }
     await admin.disconnect().catch(() => {});
   }

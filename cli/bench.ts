@@ -22,9 +22,8 @@ export function registerBenchCommands(program: Command): void {
     .option("--no-peer", "skip the Kafka Connect peer")
     .option("--peer", "run the Kafka Connect peer (default in the full profile)")
     .option("--cpu-prof", "add a profiled drain (node --cpu-prof) and its summary (default in the full profile)")
-    .option("--with-parquet", "also write Parquet in the e2e (once the Parquet sink exists)")
     .option("--keep", "keep the databases, topics and logs it made")
-    .action(async (opts: { profile: string; records?: string; tenants?: string; partitions?: string; out: string; peer?: boolean; cpuProf?: boolean; withParquet?: boolean; keep?: boolean }, cmd: Command) => {
+    .action(async (opts: { profile: string; records?: string; tenants?: string; partitions?: string; out: string; peer?: boolean; cpuProf?: boolean; keep?: boolean }, cmd: Command) => {
       if (!(opts.profile in PROFILES)) throw new Error(`--profile must be smoke or full, got ${JSON.stringify(opts.profile)}`);
       const base = PROFILES[opts.profile as BenchProfileName];
       const records = positiveInt("--records", opts.records) ?? base.records;
@@ -38,7 +37,6 @@ export function registerBenchCommands(program: Command): void {
         partitions: positiveInt("--partitions", opts.partitions) ?? base.partitions,
         peer: peerSource === "cli" ? opts.peer !== false : base.peer,
         cpuProfile: opts.cpuProf ?? base.cpuProfile,
-        withParquet: opts.withParquet ?? false,
         outDir: opts.out,
         keep: opts.keep ?? false,
       });
