@@ -11,6 +11,8 @@ import { registerBenchCommands } from "./bench.ts";
 import { registerDemoCommand } from "./demo.ts";
 import { registerRulesCommands } from "./rules.ts";
 import { registerFaultCommands } from "./faults.ts";
+import { registerTenantCommands } from "./tenants.ts";
+import { registerRetentionCommands } from "./retention.ts";
 
 const program = new Command();
 program
@@ -28,6 +30,8 @@ registerParquetCommands(program);
 registerTestCommand(program);
 registerProduceCommands(program);
 registerRulesCommands(program);
+registerTenantCommands(program);
+registerRetentionCommands(program);
 registerBenchCommands(program);
 registerFaultCommands(program);
 

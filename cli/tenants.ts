@@ -1,0 +1,191 @@
+/**
+ * `millrace tenants create|list|show|update|suspend|resume|delete` (docs/tenancy.md). Thin: the
+ * logic is in tenants/lifecycle.ts. Settings: MILLRACE_PG_ADMIN_URL (or MILLRACE_PG_URL),
+ * MILLRACE_KAFKA_BROKERS, MILLRACE_S3_*.
+ */
+import { InvalidArgumentError, type Command } from "commander";
+import { Kafka, logLevel } from "kafkajs";
+import pg from "pg";
+import { loadStackEnv, optionalEnv, requireEnv } from "../lib/env.ts";
+import { parquetStorageConfig, S3ClientCache } from "../sinks/s3-parquet/location.ts";
+import {
+  createTenantLifecycle,
+  deleteTenant,
+  listTenants,
+  parseTenantId,
+  setTenantStatus,
+  showTenant,
+  updateTenant,
+  type DeploymentType,
+  type LifecycleContext,
+  type TenantRow,
+} from "../tenants/lifecycle.ts";
+import type { Tier } from "../tenants/tiers.ts";
+
+const TIER_NAMES = ["basic", "professional", "enterprise"];
+const DEPLOYMENTS = ["multi-tenant", "single-tenant", "hybrid"];
+
+function oneOf<T extends string>(names: readonly string[], what: string): (v: string) => T {
+  return (v) => {
+    if (!names.includes(v)) throw new InvalidArgumentError(`${what} must be one of ${names.join(", ")}`);
+    return v as T;
+  };
+}
+
+function tenantIdArg(v: string): string {
+  try {
+    return parseTenantId(v);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError("must be a non-negative integer");
+  return n;
+}
+
+function retentionArg(v: string): number | null {
+  if (v === "unlimited") return null;
+  const n = positiveInt(v);
+  if (n <= 0) throw new InvalidArgumentError("must be a positive number of days or 'unlimited'");
+  return n;
+}
+
+async function withContext<T>(fn: (ctx: LifecycleContext) => Promise<T>): Promise<T> {
+  loadStackEnv();
+  const url = optionalEnv("MILLRACE_PG_ADMIN_URL") ?? requireEnv("MILLRACE_PG_URL");
+  const db = new pg.Pool({ connectionString: url, max: 2, application_name: "millrace-tenants", options: "-c TimeZone=UTC" });
+  const kafka = new Kafka({ clientId: "millrace-tenants", brokers: requireEnv("MILLRACE_KAFKA_BROKERS").split(","), logLevel: logLevel.NOTHING }).admin();
+  const s3 = new S3ClientCache(process.env, { maxAttempts: 3 });
+  await kafka.connect();
+  try {
+    return await fn({ db, kafka, s3, storageConfig: parquetStorageConfig(process.env), env: process.env, progress: (l) => process.stderr.write(`${l}\n`) });
+  } finally {
+    s3.destroy();
+    await kafka.disconnect();
+    await db.end();
+  }
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")).join("\n");
+}
+
+const retention = (r: TenantRow) => (r.retention_policy_days === null ? "unlimited" : `${r.retention_policy_days} d`);
+const out = (s: string) => process.stdout.write(`${s}\n`);
+
+export function registerTenantCommands(program: Command): void {
+  const cmd = program.command("tenants").description("tenant lifecycle: create, list, show, update, suspend, resume, delete (docs/tenancy.md)");
+
+  cmd
+    .command("create")
+    .description("create a tenant (row, topics, storage); a rerun with the same --tenant-id completes a partial create")
+    .requiredOption("--name <name>", "tenant name")
+    .option("--tier <tier>", "basic | professional | enterprise (default basic)", oneOf<Tier>(TIER_NAMES, "--tier"))
+    .option("--deployment <type>", "multi-tenant | single-tenant | hybrid (default multi-tenant)", oneOf<DeploymentType>(DEPLOYMENTS, "--deployment"))
+    .option("--bucket <bucket>", "dedicated bucket (single-tenant, or hybrid choosing dedicated storage)")
+    .option("--kms-key-id <id>", "KMS key for the dedicated bucket's objects (SSE-KMS)")
+    .option("--tenant-id <uuid>", "tenant id (default: generated)", tenantIdArg)
+    .option("--json", "print the result as JSON")
+    .action(async (o: { name: string; tier?: Tier; deployment?: DeploymentType; bucket?: string; kmsKeyId?: string; tenantId?: string; json?: boolean }) => {
+      await withContext(async (ctx) => {
+        const r = await createTenantLifecycle(ctx, { name: o.name, tier: o.tier, deploymentType: o.deployment, bucket: o.bucket, kmsKeyId: o.kmsKeyId, tenantId: o.tenantId });
+        if (o.json) return out(JSON.stringify({ tenantId: r.tenantId, rowCreated: r.rowCreated, topics: r.topics, bucket: r.location.bucket, prefix: r.location.tenantPrefix, bucketCreated: r.bucketCreated }));
+        for (const n of r.notes) out(`note: ${n}`);
+        out(`tenant    ${r.tenantId}${r.rowCreated ? " (created)" : " (existed; completed)"}`);
+        out(`topics    ${Object.values(r.topics).join(", ")}`);
+        out(`storage   s3://${r.location.bucket}/${r.location.tenantPrefix}${r.bucketCreated ? " (bucket created)" : ""}`);
+      });
+    });
+
+  cmd
+    .command("list")
+    .description("list tenants")
+    .option("--json", "one JSON object per tenant")
+    .action(async (o: { json?: boolean }) => {
+      await withContext(async (ctx) => {
+        const rows = await listTenants(ctx.db);
+        if (o.json) return rows.forEach((r) => out(JSON.stringify(r)));
+        if (rows.length === 0) return out("no tenants");
+        out(
+          table([
+            ["tenant", "name", "tier", "deployment", "status", "retention", "max eq", "storage"],
+            ...rows.map((r) => [r.tenant_id, r.tenant_name, r.subscription_tier, r.deployment_type, r.status, retention(r), String(r.max_equipment), r.storage_mode === "shared" ? "shared" : `s3://${r.storage_bucket}`]),
+          ]),
+        );
+      });
+    });
+
+  cmd
+    .command("show")
+    .description("a tenant's row, topics and storage place")
+    .argument("<id>", "tenant id", tenantIdArg)
+    .action(async (id: string) => {
+      await withContext(async (ctx) => {
+        const d = await showTenant(ctx, id);
+        if (!d) throw new Error(`tenant ${id} does not exist`);
+        const r = d.row;
+        out(`tenant      ${r.tenant_id}`);
+        out(`name        ${r.tenant_name}`);
+        out(`status      ${r.status}`);
+        out(`tier        ${r.subscription_tier}`);
+        out(`deployment  ${r.deployment_type} (database ${r.database_mode}, storage ${r.storage_mode})`);
+        out(`retention   ${retention(r)}`);
+        out(`equipment   max ${r.max_equipment}`);
+        out(`region      ${r.data_region}`);
+        out(`created     ${r.created_at.toISOString()} (updated ${r.updated_at.toISOString()})`);
+        for (const t of d.topics) out(`topic       ${t.name}: ${t.exists ? `${t.partitions} partitions` : "missing"}`);
+        out(`parquet     ${d.storage}`);
+      });
+    });
+
+  cmd
+    .command("update")
+    .description("change name, tier, equipment limit or retention (a new tier brings its limits unless given)")
+    .argument("<id>", "tenant id", tenantIdArg)
+    .option("--name <name>", "new name")
+    .option("--tier <tier>", "basic | professional | enterprise", oneOf<Tier>(TIER_NAMES, "--tier"))
+    .option("--max-equipment <n>", "equipment limit", positiveInt)
+    .option("--retention-days <n|unlimited>", "retention in days, or unlimited", retentionArg)
+    .action(async (id: string, o: { name?: string; tier?: Tier; maxEquipment?: number; retentionDays?: number | null }) => {
+      await withContext(async (ctx) => {
+        const r = await updateTenant(ctx.db, id, o);
+        out(`tenant ${r.tenant_id}: name ${JSON.stringify(r.tenant_name)}, tier ${r.subscription_tier}, retention ${retention(r)}, max equipment ${r.max_equipment}`);
+      });
+    });
+
+  for (const [name, status, what] of [
+    ["suspend", "suspended", "workers dead-letter its readings as tenant_suspended (nothing lost)"],
+    ["resume", "active", "workers store its readings again"],
+  ] as const) {
+    cmd
+      .command(name)
+      .description(`${name} a tenant: ${what}`)
+      .argument("<id>", "tenant id", tenantIdArg)
+      .action(async (id: string) => {
+        await withContext(async (ctx) => {
+          const r = await setTenantStatus(ctx.db, id, status);
+          out(`tenant ${id}: ${r.changed ? `now ${status}` : `already ${status}`}`);
+        });
+      });
+  }
+
+  cmd
+    .command("delete")
+    .description("mark a tenant deleted (its readings become unknown_tenant dead letters); --purge also removes its topics, rows and objects")
+    .argument("<id>", "tenant id", tenantIdArg)
+    .option("--purge", "also delete its topics, its sensor_data_raw and dead-letter rows, and its Parquet objects and manifest rows")
+    .action(async (id: string, o: { purge?: boolean }) => {
+      await withContext(async (ctx) => {
+        const r = await deleteTenant(ctx, id, { purge: o.purge });
+        out(`tenant ${id}: ${r.statusChanged ? "marked deleted" : "already deleted"}`);
+        if (r.purged) {
+          out(`purged: ${r.topicsDeleted.length} topics, ${r.rowsDeleted} rows, ${r.deadLettersDeleted} dead letters, ${r.objectsDeleted} objects, ${r.manifestRowsDeleted} manifest rows`);
+          out("kept: the tenants row (status deleted), threshold rules, equipment, alerts and alarms, offsets bookkeeping (docs/tenancy.md)");
+        }
+      });
+    });
+}
