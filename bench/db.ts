@@ -33,7 +33,14 @@ export async function createBenchDatabase(label: string): Promise<BenchDatabase>
     await root.end();
   }
   const adminUrl = withDatabase(base, name);
-  await migrate(adminUrl);
+  try {
+    await migrate(adminUrl);
+  } catch (err) {
+    const c = new pg.Client({ connectionString: base });
+    await c.connect();
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => c.end());
+    throw err;
+  }
   const admin = new pg.Pool({ connectionString: adminUrl, max: 4, options: "-c TimeZone=UTC" });
   admin.on("error", () => {});
   return {
