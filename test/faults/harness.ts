@@ -407,7 +407,10 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
           c.inversionsPg++;
           note(`PG inversion ${r.equipment_id}: seq ${r.seq} after ${list[list.length - 1]} in time order`);
         }
-        if (Number(r.t) !== base + r.seq * 1000) note(`PG row ${r.equipment_id} seq ${r.seq} has time ${r.t}`);
+        if (Number(r.t) !== base + r.seq * 1000) {
+          c.inversionsPg++; // a row whose sequence does not match its time: out of place, counted with the inversions
+          note(`PG row ${r.equipment_id} seq ${r.seq} has time ${r.t}, expected ${base + r.seq * 1000}`);
+        }
         list.push(r.seq);
         pgBy.set(r.equipment_id, list);
       }
