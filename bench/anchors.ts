@@ -24,7 +24,7 @@ import { encodeCopyRows, STAGE_COLUMNS } from "../sinks/timescale/copy-encoder.t
 import { createPool } from "../sinks/timescale/pool.ts";
 import { encodeCopyBinary } from "./copy-binary.ts";
 import { createBenchDatabase, ensurePartitions, insertTenants, tableChecksum, type BenchDatabase } from "./db.ts";
-import { cpuBetween, markCpu, pidsCpuSeconds, pidsSnapshot, stackPid } from "./procstat.ts";
+import { cpuBetween, machineCpuSeconds, markCpu, pidsCpuSeconds, pidsSnapshot, stackPid } from "./procstat.ts";
 
 export const RAW_COLUMNS = ["time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure"] as const;
 
@@ -46,6 +46,8 @@ export interface AnchorResult {
   cpuPerMillion: { postgresCluster: number | null; postgresOwnDatabase: number | null; client: number | null };
   stored: { rows: number; checksum: string };
   connections: number;
+  /** Cores the whole machine kept busy meanwhile (this anchor's work included). */
+  machineBusyCores: number;
   note?: string;
 }
 
@@ -79,10 +81,12 @@ async function measured(db: BenchDatabase, records: number, connections: number,
   const pgPid = stackPid("postgres");
   const c0 = process.cpuUsage();
   const m0 = markCpu({ postgres: [pgPid, true] });
+  const mc0 = machineCpuSeconds();
   const t0 = performance.now();
   const own0 = pidsSnapshot(await ownPids());
   await work();
   const t1 = performance.now();
+  const mc1 = machineCpuSeconds();
   // A backend that ends with its client (psql) is charged once the postmaster has reaped it.
   if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
   const m1 = markCpu({ postgres: [pgPid, true] });
@@ -98,6 +102,7 @@ async function measured(db: BenchDatabase, records: number, connections: number,
     cpuPerMillion: { postgresCluster: per(c.postgres), postgresOwnDatabase: per(pidsCpuSeconds(own0, own1)), client: per((cu.user + cu.system) / 1e6) },
     stored: await tableChecksum(db.admin),
     connections,
+    machineBusyCores: (mc1.busy - mc0.busy) / seconds,
   };
 }
 
