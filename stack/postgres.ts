@@ -68,6 +68,14 @@ interface PgPaths {
   confFile: string;
 }
 
+/**
+ * /proc/<pid>/exe of a server started before its package was upgraded reads "<path> (deleted)":
+ * still our server (it must be stopped and restarted to load the new binaries).
+ */
+function sameExecutable(linked: string, expected: string): boolean {
+  return linked === expected || linked === `${expected} (deleted)`;
+}
+
 function paths(ctx: StackContext): PgPaths {
   const dir = join(ctx.stateDir, "postgres");
   const dataDir = join(dir, "data");
@@ -241,7 +249,7 @@ function cmdline(pid: number): string[] | undefined {
 /** Does pid run the PostgreSQL server binary? */
 function isPostgresBinary(pid: number): boolean {
   try {
-    return readlinkSync(`/proc/${pid}/exe`) === realpathSync(bin("postgres"));
+    return sameExecutable(readlinkSync(`/proc/${pid}/exe`), realpathSync(bin("postgres")));
   } catch {
     return false;
   }
@@ -292,7 +300,7 @@ function dataDirProcesses(p: PgPaths): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       // A postgres binary (not, say, a shell someone cd'ed into data/) working in this data directory.
-      if (readlinkSync(`/proc/${entry}/cwd`) === target && readlinkSync(`/proc/${entry}/exe`) === exe) pids.push(Number(entry));
+      if (readlinkSync(`/proc/${entry}/cwd`) === target && sameExecutable(readlinkSync(`/proc/${entry}/exe`), exe)) pids.push(Number(entry));
     } catch {
       /* gone, or not ours to read */
     }
