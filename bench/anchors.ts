@@ -8,7 +8,7 @@
  *  - staging_copy_text: what the sink does per batch, minus offsets and dead letters — as
  *    millrace_writer under RLS with the tenant context set: COPY into the temp staging table, then
  *    the sink's INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING, one transaction per 5000 rows;
- *  - staging_copy_binary: the same with the binary COPY prototype (bench/copy-binary.ts);
+ *  - staging_copy_binary: the same with the binary COPY prototype (sinks/timescale/copy-binary-encoder.ts);
  *  - psql_copy: `psql \copy` of the same rows from a file, one connection.
  *
  * Every anchor reports the count and checksum of what it stored, to be compared with the worker's.
@@ -22,7 +22,7 @@ import { from as copyFrom } from "pg-copy-streams";
 import type { StoredReading } from "../pipelines/reading.ts";
 import { encodeCopyRows, STAGE_COLUMNS } from "../sinks/timescale/copy-encoder.ts";
 import { createPool } from "../sinks/timescale/pool.ts";
-import { encodeCopyBinary } from "./copy-binary.ts";
+import { encodeCopyBinary } from "../sinks/timescale/copy-binary-encoder.ts";
 import { createBenchDatabase, ensurePartitions, insertTenants, tableChecksum, type BenchDatabase } from "./db.ts";
 import { cpuBetween, machineCpuSeconds, markCpu, pidsCpuSeconds, pidsSnapshot, stackPid } from "./procstat.ts";
 

@@ -16,7 +16,7 @@ import { validateReading, type ValidateResult } from "../pipelines/processors/va
 import type { StoredReading } from "../pipelines/reading.ts";
 import type { SensorReading } from "../schemas/index.ts";
 import { encodeCopyRows } from "../sinks/timescale/copy-encoder.ts";
-import { encodeCopyBinary } from "./copy-binary.ts";
+import { encodeCopyBinary } from "../sinks/timescale/copy-binary-encoder.ts";
 import { fixtureDecoder, fixtureSpanMs, fixtureTenantInfo, wireFixture, type Fixture } from "./fixtures.ts";
 
 export interface MicroInputs {
@@ -115,7 +115,7 @@ export const MICRO_STAGES: MicroStage[] = [
   },
   {
     id: "copy_encode_binary",
-    describe: `prototype encodeCopyBinary (COPY binary format, bench/copy-binary.ts), batches of ${COPY_BATCH_ROWS} rows`,
+    describe: `prototype encodeCopyBinary (COPY binary format, sinks/timescale/copy-binary-encoder.ts), batches of ${COPY_BATCH_ROWS} rows`,
     baseline: "copy_encode_text",
     setup: ({ rows }) => {
       const batches = chunks(rows, COPY_BATCH_ROWS);

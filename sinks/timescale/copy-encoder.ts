@@ -1,5 +1,7 @@
 /**
- * Pure encoding of readings into PostgreSQL COPY text format (rows in, bytes out; no I/O).
+ * Pure encoding of readings into PostgreSQL COPY text format (rows in, bytes out; no I/O). The sink
+ * writes binary COPY (copy-binary-encoder.ts, chosen by measurement); this text encoder is the
+ * benchmarks' baseline and defines the staging table's column order.
  *
  * Text format rules (PostgreSQL docs, COPY "Text Format"): columns separated by TAB, rows by LF,
  * NULL is `\N`, and backslash, TAB, LF and CR inside a value are escaped as `\\`, `\t`, `\n`, `\r`.

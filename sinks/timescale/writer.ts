@@ -1,7 +1,8 @@
 /**
  * The TimescaleDB/PostgreSQL sink's I/O: one database transaction per batch that
  *   1. sets the tenant context (bound parameter) so row-level security checks every row,
- *   2. COPYs the rows into a session temp staging table (COPY cannot target a table with RLS),
+ *   2. COPYs the rows (binary format) into a session temp staging table (COPY cannot target a
+ *      table with RLS),
  *   3. moves them into sensor_data_raw with INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING
  *      (replays and in-batch duplicates are no-ops; the lowest offset wins deterministically),
  *   4. records the batch's dead letters (outbox, exactly once),
@@ -16,7 +17,8 @@ import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { FencedError, isDataPgError, isMissingPartitionError, RetriableSinkError } from "../../lib/errors.ts";
 import type { Rejection, StoredReading } from "../../pipelines/reading.ts";
-import { encodeCopyRows, STAGE_COLUMNS } from "./copy-encoder.ts";
+import { STAGE_COLUMNS } from "./copy-encoder.ts";
+import { encodeCopyBinary } from "./copy-binary-encoder.ts";
 
 export interface DeadLetterRow {
   sourceTopic: string;
@@ -68,7 +70,7 @@ const STAGE_DDL = `CREATE TEMP TABLE IF NOT EXISTS millrace_stage (
   src_offset bigint NOT NULL, time timestamptz NOT NULL, tenant_id uuid NOT NULL, equipment_id text NOT NULL,
   facility_id text NOT NULL, temperature real, vibration real, pressure real) ON COMMIT DELETE ROWS`;
 
-const COPY_SQL = `COPY millrace_stage (${STAGE_COLUMNS.join(", ")}) FROM STDIN`;
+const COPY_SQL = `COPY millrace_stage (${STAGE_COLUMNS.join(", ")}) FROM STDIN (FORMAT binary)`;
 
 const MOVE_SQL = `WITH moved AS (DELETE FROM millrace_stage RETURNING *)
 INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
@@ -91,7 +93,7 @@ ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING`;
 async function copyRows(client: pg.PoolClient, rows: readonly StoredReading[]): Promise<void> {
   if (rows.length === 0) return;
   const stream = client.query(copyFrom(COPY_SQL));
-  await pipeline(Readable.from([encodeCopyRows(rows)]), stream);
+  await pipeline(Readable.from([encodeCopyBinary(rows)]), stream);
 }
 
 /** COPY + move one subset; returns rows inserted. */

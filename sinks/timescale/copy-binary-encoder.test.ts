@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BINARY_SIGNATURE, encodeCopyBinary, PG_EPOCH_MS } from "./copy-binary.ts";
+import { BINARY_SIGNATURE, encodeCopyBinary, PG_EPOCH_MS } from "./copy-binary-encoder.ts";
 
 const row = {
   offset: 2 ** 40 + 7,
