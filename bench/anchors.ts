@@ -8,7 +8,7 @@
  *  - staging_copy_text: what the sink does per batch, minus offsets and dead letters — as
  *    millrace_writer under RLS with the tenant context set: COPY into the temp staging table, then
  *    the sink's INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING, one transaction per 5000 rows;
- *  - staging_copy_binary: the same with the binary COPY prototype (sinks/timescale/copy-binary-encoder.ts);
+ *  - staging_copy_binary: the same with binary COPY (sinks/timescale/copy-binary-encoder.ts, what the sink sends now);
  *  - psql_copy: `psql \copy` of the same rows from a file, one connection.
  *
  * Every anchor reports the count and checksum of what it stored, to be compared with the worker's.
