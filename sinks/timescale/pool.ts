@@ -33,5 +33,11 @@ export function createPool(s: PoolSettings): pg.Pool {
   });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on("error", () => {});
+  // Nor may a checked-out one between queries (e.g. while a publisher waits on Kafka inside its
+  // transaction, or the server is killed): the next query on it fails with a retriable connection
+  // error, and the pool drops it on release.
+  pool.on("connect", (client) => {
+    client.on("error", () => {});
+  });
   return pool;
 }

@@ -31,6 +31,8 @@ export async function createTestDatabase(opts: { migrate?: boolean } = {}): Prom
   const adminUrl = withDatabase(base, name);
   if (opts.migrate !== false) await migrate(adminUrl);
   const admin = new pg.Pool({ connectionString: adminUrl, max: 4 });
+  admin.on("error", () => {});
+  admin.on("connect", (c) => c.on("error", () => {}));
   const writer = createPool({ connectionString: adminUrl, role: "millrace_writer" });
   return {
     name,

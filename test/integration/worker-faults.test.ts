@@ -177,6 +177,7 @@ describe("worker under faults (classes 3, 5, 17)", () => {
       await migrate(url);
       isoDb = { name: "millrace", adminUrl: url, admin: new pg.Pool({ connectionString: url, max: 2 }), writer: undefined as never, drop: async () => {} };
       isoDb.admin.on("error", () => {});
+      isoDb.admin.on("connect", (c) => c.on("error", () => {}));
     });
     afterAll(async () => {
       await isoDb?.admin.end().catch(() => {});
