@@ -19,8 +19,8 @@ export interface DrainAnchor {
   complete: boolean;
 }
 
-export async function nodeDrain(opts: { topics: string[]; records: number; logDir: string; timeoutMs: number }): Promise<DrainAnchor> {
-  const group = `millrace-bench-drain-${randomBytes(4).toString("hex")}`;
+export async function nodeDrain(opts: { topics: string[]; records: number; logDir: string; timeoutMs: number; group?: string }): Promise<DrainAnchor> {
+  const group = opts.group ?? `millrace-bench-drain-${randomBytes(4).toString("hex")}`;
   const c = spawnNode({
     script: join(import.meta.dirname, "drain.ts"),
     args: ["--topics", opts.topics.join(","), "--records", String(opts.records), "--group", group, "--timeout-ms", String(opts.timeoutMs)],
@@ -46,8 +46,8 @@ export function kafkaLibs(): string {
   return join(stackContext().cacheDir, `kafka-${KAFKA_VERSION}`, "libs");
 }
 
-export async function consumerPerformance(opts: { topics: string[]; records: number; logDir: string; timeoutMs: number }): Promise<ConsumerPerfAnchor> {
-  const group = `millrace-bench-cperf-${randomBytes(4).toString("hex")}`;
+export async function consumerPerformance(opts: { topics: string[]; records: number; logDir: string; timeoutMs: number; group?: string }): Promise<ConsumerPerfAnchor> {
+  const group = opts.group ?? `millrace-bench-cperf-${randomBytes(4).toString("hex")}`;
   const include = `^(${opts.topics.map((t) => t.replace(/[.*+?^${}()|[\]\\-]/g, "\\$&")).join("|")})$`;
   const c = spawnLogged(
     "java",

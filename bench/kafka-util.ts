@@ -42,7 +42,8 @@ export async function readTimestamps(
   const out = new Map<string, Float64Array>([...want].map(([k, v]) => [k, v.ts]));
   if (remaining === 0) return out;
   const topics = [...new Set([...want.keys()].map((k) => k.split("\u0000")[0]!))];
-  const consumer = kafka.consumer({ groupId: `millrace-bench-ts-${Date.now()}-${Math.random().toString(36).slice(2)}`, maxBytesPerPartition: 1 << 20 });
+  const groupId = `millrace-bench-ts-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const consumer = kafka.consumer({ groupId, maxBytesPerPartition: 1 << 20 });
   await consumer.connect();
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
@@ -80,6 +81,12 @@ export async function readTimestamps(
     }
   } finally {
     await consumer.disconnect().catch(() => {});
+    const admin = kafka.admin();
+    await admin
+      .connect()
+      .then(() => admin.deleteGroups([groupId]))
+      .catch(() => {})
+      .finally(() => admin.disconnect().catch(() => {}));
   }
   return out;
 }

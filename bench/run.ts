@@ -276,8 +276,9 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     if (sumOffsets(end) !== s.records) throw new Error(`topics hold ${sumOffsets(end)} records, expected ${s.records} (fresh topics)`);
 
     // 3. Kafka read ceilings and the naive pipeline, while the topics hold exactly the preloaded rows.
-    const drainR = await attempt("anchor: kafkajs no-op drain", log, () => nodeDrain({ topics: sensorTopics, records: s.records, logDir: workDir, timeoutMs: 600_000 }));
-    const cperf = await attempt("anchor: Kafka ConsumerPerformance", log, () => consumerPerformance({ topics: sensorTopics, records: s.records, logDir: workDir, timeoutMs: 600_000 }));
+    groups.push(`millrace-bench-drain-${runId}`, `millrace-bench-cperf-${runId}`);
+    const drainR = await attempt("anchor: kafkajs no-op drain", log, () => nodeDrain({ topics: sensorTopics, records: s.records, logDir: workDir, timeoutMs: 600_000, group: `millrace-bench-drain-${runId}` }));
+    const cperf = await attempt("anchor: Kafka ConsumerPerformance", log, () => consumerPerformance({ topics: sensorTopics, records: s.records, logDir: workDir, timeoutMs: 600_000, group: `millrace-bench-cperf-${runId}` }));
     const span: [number, number] = [fx.start, fx.start + fixtureSpanMs(fx)];
     const inFreshDb = async <T>(label: string, fn: (db: BenchDatabase) => Promise<T>) => {
       const db = await anchorDatabase(label, fx.tenants, ...span);
