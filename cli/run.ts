@@ -6,6 +6,7 @@ import { startHealthServer } from "../pipelines/runtime/health.ts";
 import { IngestWorker } from "../pipelines/runtime/worker.ts";
 import { TopicPattern } from "../pipelines/runtime/tenant-directory.ts";
 import { loadTopology } from "../pipelines/topology/index.ts";
+import { earlySignals } from "../lib/early-signals.ts";
 import { join } from "node:path";
 import { repoRoot } from "../stack/context.ts";
 
@@ -58,7 +59,18 @@ export function registerRunCommand(program: Command): void {
       };
       process.on("SIGTERM", () => shutdown("SIGTERM"));
       process.on("SIGINT", () => shutdown("SIGINT"));
-      await worker.start();
-      log.info({ group: plan.source.consumerGroup }, "worker running");
+      const early = earlySignals.takeOver();
+      if (early) {
+        log.info({ signal: early }, "stop requested during start-up; exiting before consuming anything");
+        await health.close();
+        process.exit(0);
+      }
+      try {
+        await worker.start();
+      } catch (err) {
+        if (stopping) return; // a stop during start-up: shutdown() exits when the worker has stopped
+        throw err;
+      }
+      if (!stopping) log.info({ group: plan.source.consumerGroup }, "worker running");
     });
 }

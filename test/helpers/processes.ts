@@ -43,7 +43,7 @@ export function startWorkerProcess(opts: {
   // One process (node with tsx's loader), so SIGKILL really kills the worker.
   const child = spawn(
     process.execPath,
-    ["--import", pathToFileURL(join(repoRoot, "node_modules", "tsx", "dist", "loader.mjs")).href, join(repoRoot, "cli", "main.ts"), "run", "--topology", opts.topology, "--consumer-group", opts.group, "--tenants", opts.tenants.join(","), "--metrics-port", "0"],
+    ["--import", pathToFileURL(join(repoRoot, "cli", "early-signals.mjs")).href, "--import", pathToFileURL(join(repoRoot, "node_modules", "tsx", "dist", "loader.mjs")).href, join(repoRoot, "cli", "main.ts"), "run", "--topology", opts.topology, "--consumer-group", opts.group, "--tenants", opts.tenants.join(","), "--metrics-port", "0"],
     {
       cwd: repoRoot,
       env: { ...process.env, MILLRACE_PG_URL: opts.pgUrl, MILLRACE_PG_ROLE: "millrace_writer", MILLRACE_INSTANCE_ID: opts.name, MILLRACE_LOG_LEVEL: "info", ...opts.env },
