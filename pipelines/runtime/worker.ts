@@ -271,6 +271,8 @@ export class IngestWorker {
     this.consumer.on(this.consumer.events.STOP, () => {
       this.joined = false;
     });
+    // Webhook targets are loaded before the first batch, so no event published at start-up misses them.
+    await this.webhookTargets?.start();
     const topics = await this.tenantTopics();
     this.subscribedTopics = new Set(topics);
     if (topics.length > 0) await this.consumer.subscribe({ topics, fromBeginning: this.plan.source.fromBeginning });
@@ -282,7 +284,6 @@ export class IngestWorker {
       eachBatch: (p) => this.eachBatch(p),
     });
     this.dlqPublisher.start();
-    this.webhookTargets?.start();
     this.alertPublisher?.start();
     this.watchTopics();
   }

@@ -215,17 +215,21 @@ export class PgWebhookTargets implements WebhookTargets {
     this.targets = next;
   }
 
-  start(): void {
-    const tick = () => {
+  /**
+   * Loads the targets once and resolves when that first load has finished (or failed, logged), then
+   * refreshes every `refreshMs` in the background. Awaited before consuming starts, so an event
+   * published right after start-up (a clearing replayed after a crash) finds its tenant's webhook.
+   */
+  start(): Promise<void> {
+    const tick = (): Promise<void> =>
       this.refresh()
         .catch((err: unknown) => this.o.log?.warn({ err }, "webhook targets refresh failed; keeping the last ones"))
         .finally(() => {
           if (this.stopped) return;
-          this.timer = setTimeout(tick, this.o.refreshMs);
+          this.timer = setTimeout(() => void tick(), this.o.refreshMs);
           this.timer.unref();
         });
-    };
-    tick();
+    return tick();
   }
 
   stop(): void {
