@@ -94,9 +94,10 @@ export class IngestWorker {
   readonly instanceId: string;
   readonly metrics: PipelineMetrics;
   private readonly kafka: Kafka;
-  private readonly consumer: Consumer;
-  private readonly producer: Producer;
-  private readonly admin: Admin;
+  /** Replaced (not resubscribed) when tenant topics are deleted: see {@link replaceKafkaClients}. */
+  private consumer: Consumer;
+  private producer: Producer;
+  private admin: Admin;
   private readonly pool: pg.Pool;
   private readonly writer: TimescaleWriter;
   private readonly tenants: TenantDirectory;
@@ -145,23 +146,8 @@ export class IngestWorker {
       },
       retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
     });
-    this.consumer = this.kafka.consumer({
-      groupId: plan.source.consumerGroup,
-      sessionTimeout: plan.source.sessionTimeoutMs,
-      rebalanceTimeout: Math.max(60_000, plan.source.sessionTimeoutMs * 2),
-      heartbeatInterval: plan.source.heartbeatIntervalMs,
-      maxBytesPerPartition: plan.source.maxBytesPerPartition,
-      maxBytes: plan.source.maxBytes,
-      allowAutoTopicCreation: false,
-      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
-    });
-    this.producer = this.kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      allowAutoTopicCreation: false,
-      // An idempotent producer must not give up on retries, or ordering/dedup guarantees break.
-      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
-    });
+    this.consumer = this.newConsumer();
+    this.producer = this.newProducer();
     this.admin = this.kafka.admin();
     this.pool = createPool({
       connectionString: settings.pgUrl,
@@ -223,8 +209,7 @@ export class IngestWorker {
     this.alertPublisher = this.thresholds
       ? new AlertPublisher({
           pool: this.pool,
-          producer: this.producer,
-          admin: this.admin,
+          ...this.kafkaFacades(),
           registry,
           topicPattern: new TopicPattern("alerts-{tenant_id}"),
           maxBatch: dlqPlan.maxBatch,
@@ -237,8 +222,7 @@ export class IngestWorker {
       : undefined;
     this.dlqPublisher = new DeadLetterPublisher({
       pool: this.pool,
-      producer: this.producer,
-      admin: this.admin,
+      ...this.kafkaFacades(),
       topicPattern: new TopicPattern(dlqPlan.topicPattern),
       maxBatch: dlqPlan.maxBatch,
       intervalMs: dlqPlan.publishIntervalMs,
@@ -248,13 +232,52 @@ export class IngestWorker {
     });
   }
 
+  private newConsumer(): Consumer {
+    const plan = this.plan;
+    return this.kafka.consumer({
+      groupId: plan.source.consumerGroup,
+      sessionTimeout: plan.source.sessionTimeoutMs,
+      rebalanceTimeout: Math.max(60_000, plan.source.sessionTimeoutMs * 2),
+      heartbeatInterval: plan.source.heartbeatIntervalMs,
+      maxBytesPerPartition: plan.source.maxBytesPerPartition,
+      maxBytes: plan.source.maxBytes,
+      allowAutoTopicCreation: false,
+      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
+    });
+  }
+
+  private newProducer(): Producer {
+    return this.kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      // An idempotent producer must not give up on retries, or ordering/dedup guarantees break.
+      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
+    });
+  }
+
   async start(): Promise<void> {
     await this.pool.query("SELECT 1");
     await this.tenants.refresh();
     await this.pool.query("SELECT millrace.maintain_sensor_partitions()");
     await this.parquet?.start();
     await Promise.all([this.consumer.connect(), this.producer.connect(), this.admin.connect()]);
-    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+    // Webhook targets are loaded before the first batch, so no event published at start-up misses them.
+    await this.webhookTargets?.start();
+    const topics = await this.tenantTopics();
+    this.subscribedTopics = new Set(topics);
+    if (topics.length === 0) this.log.warn({ pattern: this.plan.source.topicPattern }, "no tenant topics yet");
+    await this.runConsumer(this.consumer, topics);
+    this.dlqPublisher.start();
+    this.alertPublisher?.start();
+    this.watchTopics();
+  }
+
+  /** Listeners (ignoring a replaced consumer's late events), subscription and run. */
+  private async runConsumer(c: Consumer, topics: string[]): Promise<void> {
+    const current = () => c === this.consumer;
+    c.on(c.events.GROUP_JOIN, (e) => {
+      if (!current()) return;
       this.joined = true;
       this.crashed = undefined;
       // A new generation: every partition reloads its stored offset before its next batch.
@@ -263,29 +286,22 @@ export class IngestWorker {
       this.parquet?.forgetAll();
       this.log.info({ assignment: e.payload.memberAssignment }, "joined consumer group");
     });
-    this.consumer.on(this.consumer.events.CRASH, (e) => {
+    c.on(c.events.CRASH, (e) => {
+      if (!current()) return;
       this.crashed = String(e.payload.error?.message ?? e.payload.error);
       this.joined = false;
       this.log.error({ err: e.payload.error, restart: e.payload.restart }, "consumer crashed");
     });
-    this.consumer.on(this.consumer.events.STOP, () => {
-      this.joined = false;
+    c.on(c.events.STOP, () => {
+      if (current()) this.joined = false;
     });
-    // Webhook targets are loaded before the first batch, so no event published at start-up misses them.
-    await this.webhookTargets?.start();
-    const topics = await this.tenantTopics();
-    this.subscribedTopics = new Set(topics);
-    if (topics.length > 0) await this.consumer.subscribe({ topics, fromBeginning: this.plan.source.fromBeginning });
-    else this.log.warn({ pattern: this.plan.source.topicPattern }, "no tenant topics yet");
-    await this.consumer.run({
+    if (topics.length > 0) await c.subscribe({ topics, fromBeginning: this.plan.source.fromBeginning });
+    await c.run({
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: this.plan.source.partitionsConsumedConcurrently,
       eachBatch: (p) => this.eachBatch(p),
     });
-    this.dlqPublisher.start();
-    this.alertPublisher?.start();
-    this.watchTopics();
   }
 
   private async tenantTopics(): Promise<string[]> {
@@ -303,18 +319,17 @@ export class IngestWorker {
     const tick = async () => {
       try {
         const topics = await this.tenantTopics();
-        const changed = topics.length !== this.subscribedTopics.size || topics.some((t) => !this.subscribedTopics.has(t));
-        if (changed && !this.abort.signal.aborted) {
-          this.log.info({ topics: topics.length }, "tenant topics changed; resubscribing");
-          await this.consumer.stop();
-          this.subscribedTopics = new Set(topics);
-          await this.consumer.subscribe({ topics, fromBeginning: this.plan.source.fromBeginning });
-          await this.consumer.run({
-            autoCommit: false,
-            eachBatchAutoResolve: false,
-            partitionsConsumedConcurrently: this.plan.source.partitionsConsumedConcurrently,
-            eachBatch: (p) => this.eachBatch(p),
-          });
+        const removed = [...this.subscribedTopics].filter((t) => !topics.includes(t));
+        const added = topics.filter((t) => !this.subscribedTopics.has(t));
+        if ((removed.length > 0 || added.length > 0) && !this.abort.signal.aborted) {
+          this.log.info({ topics: topics.length, added: added.length, removed: removed.length }, "tenant topics changed; resubscribing");
+          if (removed.length > 0) {
+            await this.replaceKafkaClients(topics, removed);
+          } else {
+            await this.consumer.stop();
+            this.subscribedTopics = new Set(topics);
+            await this.runConsumer(this.consumer, topics);
+          }
         }
       } catch (err) {
         this.log.warn({ err }, "topic refresh failed");
@@ -327,6 +342,53 @@ export class IngestWorker {
     };
     this.topicTimer = setTimeout(() => void tick(), this.plan.source.topicRefreshMs);
     this.topicTimer.unref();
+  }
+
+  /**
+   * Tenant topics were deleted (a purged tenant). kafkajs clients never forget a topic they have
+   * used: every later metadata refresh of that client fails with UNKNOWN_TOPIC_OR_PARTITION and a
+   * commit for it retries without end. So the consumer, the producer and the admin are replaced by
+   * fresh ones (the publishers reach them through {@link kafkaFacades}); the old ones are stopped
+   * and disconnected within bounds. Offsets live in the database, so the new consumer's group
+   * generation resumes exactly where the old one stopped.
+   */
+  private async replaceKafkaClients(topics: string[], removed: string[]): Promise<void> {
+    const old = { consumer: this.consumer, producer: this.producer, admin: this.admin };
+    // First, so that a batch finishing on the old consumer commits no hint for a vanished topic.
+    this.subscribedTopics = new Set(topics);
+    await bounded(old.consumer.stop(), 15_000, () => this.log.warn("old consumer did not stop within 15 s; disconnecting it"));
+    await bounded(old.consumer.disconnect(), 10_000);
+    for (const k of [...this.partitions.keys()]) if (removed.includes(k.split("\u0000")[0]!)) this.partitions.delete(k);
+    const producer = this.newProducer();
+    const admin = this.kafka.admin();
+    await Promise.all([producer.connect(), admin.connect()]);
+    this.producer = producer;
+    this.admin = admin;
+    void bounded(old.producer.disconnect(), 10_000);
+    void bounded(old.admin.disconnect(), 10_000);
+    this.consumer = this.newConsumer();
+    this.joined = false;
+    await this.consumer.connect();
+    await this.runConsumer(this.consumer, topics);
+    this.log.info({ removed }, "tenant topics removed; Kafka clients replaced");
+  }
+
+  /** What the outbox publishers use: always the worker's current producer and admin. */
+  private kafkaFacades(): { producer: Pick<Producer, "sendBatch">; admin: Pick<Admin, "listTopics" | "createTopics"> } {
+    return {
+      producer: { sendBatch: (b) => this.producer.sendBatch(b) },
+      admin: { listTopics: () => this.admin.listTopics(), createTopics: (o) => this.admin.createTopics(o) },
+    };
+  }
+
+  /** Kafka's committed offsets are hints (the database is authoritative): bounded, never failing. */
+  private async commitHint(offsets: Array<{ topic: string; partition: number; offset: string }>): Promise<void> {
+    const live = offsets.filter((o) => this.subscribedTopics.has(o.topic));
+    if (live.length === 0) return;
+    const commit = this.consumer.commitOffsets(live).catch((err: unknown) => {
+      this.log.warn({ err: (err as Error).message }, "Kafka offset commit failed (database offsets are authoritative)");
+    });
+    await bounded(commit, 5_000, () => this.log.warn("Kafka offset commit still pending after 5 s; going on (database offsets are authoritative)"));
   }
 
   private key(topic: string, partition: number): string {
@@ -612,9 +674,7 @@ export class IngestWorker {
     // Committed to Kafka only as far as both sinks hold the records.
     const pq = this.parquet?.committed(src.topic, src.partition);
     const kafkaNext = pq === undefined ? last + 1 : Math.min(last + 1, pq);
-    await this.consumer.commitOffsets([{ topic: src.topic, partition: src.partition, offset: String(kafkaNext) }]).catch((err: unknown) => {
-      this.log.warn({ err: (err as Error).message }, "Kafka offset commit failed (database offsets are authoritative)");
-    });
+    await this.commitHint([{ topic: src.topic, partition: src.partition, offset: String(kafkaNext) }]);
     const tenant = src.tenantId ?? "unknown";
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     this.metrics.batchRows.observe({ sink: this.sinkPlan.id }, rows.length);
@@ -676,7 +736,12 @@ export class IngestWorker {
         // holds, and commit Kafka offsets as far as both sinks got — while still a group member.
         this.draining = true;
         const assigned = [...this.partitions.keys()].map((k) => k.split("\u0000")[0]!);
-        if (assigned.length > 0) this.consumer.pause([...new Set(assigned)].map((topic) => ({ topic })));
+        const pausable = [...new Set(assigned)].filter((t) => this.subscribedTopics.has(t));
+        try {
+          if (pausable.length > 0) this.consumer.pause(pausable.map((topic) => ({ topic })));
+        } catch (err) {
+          this.log.warn({ err: (err as Error).message }, "pausing at shutdown failed; waiting for the batches in flight anyway");
+        }
         const deadline = Date.now() + 20_000;
         while (this.inflightBatches > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         await this.parquet.close(15_000);
@@ -706,13 +771,23 @@ export class IngestWorker {
       const pq = this.parquet?.committed(topic, partition);
       offsets.push({ topic, partition, offset: String(pq === undefined ? st.next : Math.min(st.next, pq)) });
     }
-    if (offsets.length > 0) {
-      await this.consumer.commitOffsets(offsets).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, "Kafka offset commit failed (database offsets are authoritative)"));
-    }
+    await this.commitHint(offsets);
   }
 
   /** For tests: the dead-letter publisher's drain (publish everything recorded so far). */
   async drainDeadLetters(): Promise<number> {
     return await this.dlqPublisher.drain();
   }
+}
+
+/** Waits for `p` at most `ms` (then calls `onTimeout`); never rejects. */
+async function bounded(p: Promise<unknown>, ms: number, onTimeout?: () => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<"timeout">((r) => {
+    timer = setTimeout(() => r("timeout"), ms);
+    timer.unref();
+  });
+  const outcome = await Promise.race([p.then(() => "done", () => "done"), timeout]);
+  clearTimeout(timer);
+  if (outcome === "timeout") onTimeout?.();
 }

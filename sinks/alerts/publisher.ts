@@ -48,8 +48,8 @@ export class AlertPublisherMetrics {
 
 export interface AlertPublisherOptions {
   pool: pg.Pool;
-  producer: Producer;
-  admin: Admin;
+  producer: Pick<Producer, "sendBatch">;
+  admin: Pick<Admin, "listTopics" | "createTopics">;
   registry: AlertSchemaRegistrar;
   /** `alerts-{tenant_id}`. */
   topicPattern: TopicPattern;

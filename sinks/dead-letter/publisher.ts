@@ -34,8 +34,8 @@ interface OutboxRow {
 
 export interface DeadLetterPublisherOptions {
   pool: pg.Pool;
-  producer: Producer;
-  admin: Admin;
+  producer: Pick<Producer, "sendBatch">;
+  admin: Pick<Admin, "listTopics" | "createTopics">;
   topicPattern: TopicPattern;
   maxBatch: number;
   intervalMs: number;

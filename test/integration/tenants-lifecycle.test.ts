@@ -171,11 +171,7 @@ describe("tenant lifecycle", () => {
       const f = await db.admin.query("SELECT status FROM millrace.parquet_files WHERE tenant_id = $1", [T2]);
       return f.rows.length > 0 && f.rows.every((x) => x.status === "uploaded");
     }, 60_000);
-    // The purge runs with the worker stopped: a worker running while its topics are deleted can
-    // end with its consumer stopped (kafkajs commit/resubscribe against the deleted topic; see
-    // docs/tenancy.md, known limitation).
-    await worker!.stop();
-    worker = undefined;
+    // The purge runs while the worker consumes: its topics vanish under the running consumer.
     const p = await deleteTenant(ctx, T2, { purge: true });
     expect(p.objectsDeleted).toBeGreaterThan(0);
     expect(p.purged).toBe(true);
@@ -186,5 +182,24 @@ describe("tenant lifecycle", () => {
     // The other tenant's rows are untouched, and the tenants row is kept (status deleted).
     expect((await db.admin.query("SELECT count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1", [T1])).rows[0].n).toBeGreaterThan(0);
     expect((await db.admin.query("SELECT status FROM tenants WHERE tenant_id = $1", [T2])).rows[0].status).toBe("deleted");
+
+    // The worker goes on without a restart: T1's topic (deleted, not purged) is still consumed and
+    // its readings still reach their dead-letter topic — the producer is not stuck on T2's vanished
+    // topics either.
+    await waitUntil("the worker to drop the purged tenant's topics", async () => !worker!.status().assigned.some((a) => a.topic.endsWith(T2)), 60_000);
+    const afterPurge = await sendUntil(T1, "unknown_tenant", "unknown_tenant", 60_000);
+    const published = async () =>
+      (await db.admin.query<{ n: number; mine: boolean }>(
+        "SELECT count(*)::int AS n, bool_or(record_key = $2) AS mine FROM millrace.dead_letters WHERE source_topic = $1 AND published_at IS NOT NULL",
+        [tenantTopics(T1).sensorData, Buffer.from(afterPurge)],
+      )).rows[0]!;
+    await waitUntil("the dead letter sent after the purge to be published", async () => (await published()).mine === true, 60_000);
+    const onTopic = await consumeAll(kafka, tenantTopics(T1).deadLetters, (await published()).n, 60_000);
+    expect(onTopic.some((m) => m.key?.toString() === afterPurge)).toBe(true);
+    expect(worker!.status().crashed).toBeUndefined();
+    // And it stops cleanly within a Kubernetes-style grace period.
+    const stopped = await Promise.race([worker!.stop().then(() => "stopped"), new Promise((r) => setTimeout(() => r("hung"), 30_000).unref())]);
+    expect(stopped).toBe("stopped");
+    worker = undefined;
   });
 });
