@@ -9,9 +9,11 @@ const T = "6f1c2a4e-3b5d-4c7e-9f80-1a2b3c4d5e6f";
 class FakeStore implements QuotaStore {
   readonly registered = new Set<string>();
   readonly calls: string[][] = [];
+  status: AdmissionResult["tenantStatus"] = "active";
   constructor(public max: number) {}
   async admit(_tenant: string, ids: readonly string[]): Promise<AdmissionResult> {
     this.calls.push([...ids]);
+    if (this.status !== "active") return { admitted: [], rejected: [...new Set(ids)], registered: 0, maxEquipment: 0, warningRaised: false, tenantStatus: this.status };
     for (const id of ids) if (!this.registered.has(id) && this.registered.size < this.max) this.registered.add(id);
     return {
       admitted: ids.filter((i) => this.registered.has(i)),
@@ -19,6 +21,7 @@ class FakeStore implements QuotaStore {
       registered: this.registered.size,
       maxEquipment: this.max,
       warningRaised: false,
+      tenantStatus: "active",
     };
   }
 }
@@ -26,6 +29,24 @@ class FakeStore implements QuotaStore {
 const rows = (...ids: string[]) => ids.map((equipmentId) => ({ equipmentId }));
 
 describe("QuotaGate", () => {
+  it("a tenant the database already sees as suspended or deleted: tenant_suspended / unknown_tenant, never quota_exceeded, and nothing cached", async () => {
+    const store = new FakeStore(100);
+    const gate = new QuotaGate({ store });
+    await gate.prepare(T, rows("a"));
+    store.status = "suspended"; // suspended in the database; the worker's directory still says active
+    await gate.prepare(T, rows("a", "b"));
+    expect(gate.check(T, "a").ok).toBe(true); // registered before: in flight, as documented
+    expect(gate.check(T, "b")).toEqual({ ok: false, reason: "tenant_suspended", message: `tenant ${T} is suspended` });
+    store.status = "deleted";
+    await gate.prepare(T, rows("b"));
+    expect(gate.check(T, "b")).toMatchObject({ ok: false, reason: "unknown_tenant" });
+    // Resumed: the very next chunk asks again and admits (no cached refusal, no quota_exceeded).
+    store.status = "active";
+    await gate.prepare(T, rows("b"));
+    expect(gate.check(T, "b").ok).toBe(true);
+    expect(store.calls).toEqual([["a"], ["b"], ["b"], ["b"]]);
+  });
+
   it("admits up to the limit in reading order, rejects the rest, and asks once per chunk with unknown equipment only", async () => {
     const store = new FakeStore(3);
     const gate = new QuotaGate({ store });

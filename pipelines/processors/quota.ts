@@ -24,7 +24,7 @@ import client from "prom-client";
 import type { Tier } from "../../tenants/tiers.ts";
 import type { QuotaStore } from "./quota-store.ts";
 
-export type QuotaDecision = { ok: true } | { ok: false; reason: "quota_exceeded"; message: string };
+export type QuotaDecision = { ok: true } | { ok: false; reason: "quota_exceeded" | "tenant_suspended" | "unknown_tenant"; message: string };
 
 /** Messages per second and burst (tokens) of a tier; null = unlimited. */
 export interface RateLimit {
@@ -67,6 +67,13 @@ interface TenantQuota {
   rejected: Map<string, Rejected>;
   registered: number;
   maxEquipment: number;
+  /**
+   * Set when the database said the tenant is not active (the tenant directory had not seen the
+   * change yet): readings of equipment not already admitted are refused with this reason instead
+   * of quota_exceeded. Never cached beyond the chunk: every later chunk asks again until the
+   * database says active.
+   */
+  inactive: { reason: "tenant_suspended" | "unknown_tenant"; message: string } | undefined;
 }
 
 interface Bucket {
@@ -110,7 +117,7 @@ export class QuotaGate {
   private tenant(tenantId: string): TenantQuota {
     let t = this.tenants.get(tenantId);
     if (!t) {
-      t = { admitted: new Set(), rejected: new Map(), registered: 0, maxEquipment: 0 };
+      t = { admitted: new Set(), rejected: new Map(), registered: 0, maxEquipment: 0, inactive: undefined };
       this.tenants.set(tenantId, t);
     }
     return t;
@@ -135,13 +142,22 @@ export class QuotaGate {
       if (seen.has(id) || t.admitted.has(id)) continue;
       seen.add(id);
       const r = t.rejected.get(id);
-      if (r === undefined || !this.rejectionValid(tenantId, r, now)) unknown.push(id);
+      if (r === undefined || t.inactive !== undefined || !this.rejectionValid(tenantId, r, now)) unknown.push(id);
     }
     if (unknown.length === 0) return;
     const limitSeen = this.o.limitOf?.(tenantId);
     const res = await this.o.store.admit(tenantId, unknown);
     const m = this.o.metrics;
     m?.roundTrips.inc({ tenant: tenantId });
+    if (res.tenantStatus !== "active") {
+      t.inactive =
+        res.tenantStatus === "suspended"
+          ? { reason: "tenant_suspended", message: `tenant ${tenantId} is suspended` }
+          : { reason: "unknown_tenant", message: `tenant ${tenantId} is not registered (${res.tenantStatus})` };
+      for (const id of res.rejected) t.rejected.delete(id);
+      return;
+    }
+    t.inactive = undefined;
     for (const id of res.admitted) {
       t.admitted.add(id);
       t.rejected.delete(id);
@@ -176,6 +192,7 @@ export class QuotaGate {
   check(tenantId: string, equipmentId: string): QuotaDecision {
     const t = this.tenants.get(tenantId);
     if (t?.admitted.has(equipmentId)) return { ok: true };
+    if (t?.inactive) return { ok: false, reason: t.inactive.reason, message: t.inactive.message };
     if (t?.rejected.has(equipmentId)) {
       return {
         ok: false,

@@ -39,13 +39,16 @@ describe("tenant lifecycle", () => {
   const allowed = new Set<string>();
   let seq = 0;
 
-  // One equipment id (the quota admits it once); a reading is told apart by its record key and time.
+  // Every reading is its own new equipment (= record key), so it also goes through the quota's
+  // admission: a status change the worker's tenant directory has not seen yet must still end as
+  // tenant_suspended / unknown_tenant, never as quota_exceeded (the database's function refuses
+  // inactive tenants; the gate tells that apart from a full quota).
   const base = Date.now() - 600_000;
   const timeOf = (key: string) => base + Number(key.replace(/\D/g, "") || "0") * 10 + (key === "eq-onboard" ? 5 : 0);
   const reading = (tenant: string, key: string): SensorReading => ({
     time: timeOf(key),
     tenant_id: tenant,
-    equipment_id: "pump-001",
+    equipment_id: key,
     facility_id: "fac-01",
     temperature: 21.5,
     vibration: 0.2,
