@@ -256,7 +256,7 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     const e2eDb = await createBenchDatabase("e2e");
     dbs.push(e2eDb);
     for (const t of fx.tenants) {
-      await createTenant(e2eDb.admin, admin, { tenantId: t, name: `bench ${t.slice(0, 8)}`, partitions: s.partitions, retentionDays: 30, maxEquipment: 10_000 });
+      await createTenant(e2eDb.admin, admin, { tenantId: t, name: `bench ${t.slice(0, 8)}`, tier: "enterprise", partitions: s.partitions, retentionDays: 30, maxEquipment: 10_000 }); // enterprise: no tier rate limit
       const tt = tenantTopics(t);
       topics.push(tt.sensorData, tt.alerts, tt.deadLetters);
     }

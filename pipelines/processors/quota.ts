@@ -16,7 +16,8 @@
  *    chunk; a lowered limit admits nothing new at once (the database reads the limit itself) and
  *    registered equipment keeps flowing even above the new limit.
  *
- * Rate limits (optional): a token bucket per tenant, sized by its tier. The gate never drops for
+ * Rate limits (optional): a token bucket per tenant, sized by its tier (topology.yaml,
+ * equipment_quota.*_rate / *_burst). The gate never drops for
  * rate: {@link QuotaGate.rateLimitDelayMs} tells the engine how long to pause the tenant's
  * partitions after a chunk, so an over-rate tenant is slowed to its rate and others are unaffected.
  */
@@ -31,16 +32,6 @@ export interface RateLimit {
   perSecond: number;
   burst: number;
 }
-
-/**
- * Suggested per-tier message rates (readings per second per tenant, summed over its partitions);
- * enterprise is unlimited. The engine maps a tenant to its tier and passes `rateLimitOf`.
- */
-export const TIER_RATE_LIMITS: Readonly<Record<Tier, RateLimit | null>> = Object.freeze({
-  basic: { perSecond: 500, burst: 5_000 },
-  professional: { perSecond: 5_000, burst: 50_000 },
-  enterprise: null,
-});
 
 export interface QuotaGateOptions {
   store: QuotaStore;

@@ -13,6 +13,7 @@
  *    applies to PostgreSQL and Parquet because both receive only validated readings
  *  - invalid_equipment_id / invalid_facility_id: 1–128 characters of [A-Za-z0-9._:/-]
  */
+import type { Tier } from "../../tenants/tiers.ts";
 import type { SensorReading } from "../../schemas/index.ts";
 import type { StoredReading } from "../reading.ts";
 
@@ -22,6 +23,8 @@ export interface TenantInfo {
   /** null = unlimited. */
   retentionDays: number | null;
   maxEquipment: number;
+  /** Subscription tier (rate limits); absent in tests that build tenants by hand = basic. */
+  tier?: Tier;
 }
 
 export interface ValidateOptions {

@@ -4,6 +4,7 @@
  * mapping between tenant ids and topic names (built only from validated UUIDs).
  */
 import type pg from "pg";
+import type { Tier } from "../../tenants/tiers.ts";
 import type { TenantInfo } from "../processors/validate.ts";
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -47,11 +48,14 @@ export class TenantDirectory {
   async refresh(): Promise<void> {
     this.inflight ??= (async () => {
       try {
-        const res = await this.pool.query<{ tenant_id: string; status: TenantInfo["status"]; retention_policy_days: number | null; max_equipment: number }>(
-          "SELECT tenant_id, status, retention_policy_days, max_equipment FROM tenants",
+        const res = await this.pool.query<{ tenant_id: string; status: TenantInfo["status"]; retention_policy_days: number | null; max_equipment: number; subscription_tier: Tier }>(
+          "SELECT tenant_id, status, retention_policy_days, max_equipment, subscription_tier FROM tenants",
         );
         this.tenants = new Map(
-          res.rows.map((r) => [r.tenant_id, { tenantId: r.tenant_id, status: r.status, retentionDays: r.retention_policy_days, maxEquipment: r.max_equipment }]),
+          res.rows.map((r) => [
+            r.tenant_id,
+            { tenantId: r.tenant_id, status: r.status, retentionDays: r.retention_policy_days, maxEquipment: r.max_equipment, tier: r.subscription_tier },
+          ]),
         );
         this.loadedAt = this.now();
       } finally {

@@ -103,6 +103,7 @@ export class IngestWorker {
   private readonly tenants: TenantDirectory;
   private readonly processor: BatchProcessor;
   private readonly dlqPublisher: DeadLetterPublisher;
+  private readonly quota: QuotaGate;
   private readonly thresholds: ThresholdEvaluator | undefined;
   private readonly parquet: ParquetStage | undefined;
   private readonly alertPublisher: AlertPublisher | undefined;
@@ -176,11 +177,16 @@ export class IngestWorker {
     };
     const decoder = new AvroDecoder(reader, lookup, { unknownTtlMs: this.decodePlan.unknownSchemaTtlMs });
     // Equipment quota: always on (every tenant has max_equipment); admission is exact in PostgreSQL.
+    // (Without an equipment_quota processor in the topology: the same limit, default timing, no rate limits.)
+    const quotaPlan = plan.processors.find((p) => p.type === "equipment_quota");
     const quota = new QuotaGate({
-      store: new PgQuotaStore(this.pool),
+      store: new PgQuotaStore(this.pool, { warnPercent: quotaPlan?.warnPercent }),
+      rejectionTtlMs: quotaPlan?.rejectionTtlMs,
       limitOf: (t) => this.tenants.get(t)?.maxEquipment,
+      rateLimitOf: quotaPlan ? (t) => quotaPlan.rateLimits[this.tenants.get(t)?.tier ?? "basic"] : undefined,
       metrics: new QuotaMetrics(this.metrics.registry),
     });
+    this.quota = quota;
     const thresholdPlan = plan.processors.find((p) => p.type === "thresholds");
     this.thresholds = thresholdPlan
       ? new ThresholdEvaluator({
@@ -523,6 +529,7 @@ export class IngestWorker {
         if (!p.isRunning() || p.isStale() || this.abort.signal.aborted) return;
         const ok = await this.writeChunk(p, chunk, src, state);
         if (!ok) return;
+        if (tenantId !== null && this.rateLimited(p, src, tenantId, chunk.length)) return;
       }
       if (messages.length === 0 && batch.messages.length > 0) p.resolveOffset(batch.messages[batch.messages.length - 1]!.offset);
       state.lag = Math.max(0, Number(batch.highWatermark) - (state.next ?? 0));
@@ -551,6 +558,23 @@ export class IngestWorker {
     }
     p.resolveOffset(String(last));
     return this.parquetBackpressure(p, src);
+  }
+
+  /**
+   * The tenant's tier rate (equipment_quota): after a chunk of n readings, a tenant ahead of its
+   * rate has this partition paused for as long as it is ahead — slowed, never dropped (the rest of
+   * the fetched batch is fetched again after the pause); other tenants' partitions go on.
+   */
+  private rateLimited(p: EachBatchPayload, src: { topic: string; partition: number }, tenantId: string, n: number): boolean {
+    const delay = this.quota.rateLimitDelayMs(tenantId, n);
+    if (delay <= 0) return false;
+    const resume = p.pause();
+    const t = setTimeout(() => {
+      if (!this.abort.signal.aborted) resume();
+    }, delay);
+    t.unref();
+    this.log.debug({ topic: src.topic, partition: src.partition, delayMs: delay }, "tenant above its tier's rate; partition paused");
+    return true;
   }
 
   /** Pause a partition whose Parquet files wait to be uploaded beyond the limit; resume when drained. */

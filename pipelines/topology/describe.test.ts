@@ -30,15 +30,22 @@ describe("describeTopology", () => {
     Processor: validate (validate_reading)
       max_future_skew: 5m
       tenant_refresh: 5s
-      --> thresholds
+      --> quota
       rejections --> dead_letter
       <-- decode
+    Processor: quota (equipment_quota)
+      rejection_ttl: 5s
+      warn_percent: 80
+      rate_limits: { basic: { per_second: 1000, burst: 20000 }, professional: { per_second: 10000, burst: 200000 }, enterprise: null }
+      --> thresholds
+      rejections --> dead_letter
+      <-- validate
     Processor: thresholds (thresholds)
       rules_refresh: 10s
       rules: [{ id: vibration_high, name: Vibration high, measure: vibration, comparison: above, levels: [{ severity: warning, threshold: 1.5 }, { severity: major, threshold: 2.5 }, { severity: critical, threshold: 4 }], sustain: 10s, deadband: 0.2, clear_sustain: 0ms }, { id: temperature_high, name: Temperature high, measure: temperature, comparison: above, levels: [{ severity: warning, threshold: 95 }, { severity: major, threshold: 110 }, { severity: critical, threshold: 125 }], sustain: 30s, deadband: 2, clear_sustain: 0ms }]
       --> timescale, parquet
       rejections --> dead_letter
-      <-- validate
+      <-- quota
     Sink: timescale (timescale_copy)
       batch: { max_rows: 5000, max_bytes: 4MiB }
       retry: { initial_delay: 100ms, max_delay: 10s, factor: 2, max_retries: unlimited }
@@ -63,7 +70,7 @@ describe("describeTopology", () => {
       retry: { initial_delay: 100ms, max_delay: 10s, factor: 2, max_retries: unlimited }
       publish_interval: 1s
       max_batch: 500
-      <-- decode, validate, thresholds, timescale, parquet (rejections)
+      <-- decode, validate, quota, thresholds, timescale, parquet (rejections)
 `,
     );
   });

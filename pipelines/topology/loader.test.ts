@@ -169,9 +169,17 @@ describe("loadTopology: good topologies", () => {
         { id: "decode", type: "avro_decode", input: "tenant_topics", schemaFile: SCHEMA, unknownSchemaTtlMs: 60_000 },
         { id: "validate", type: "validate_reading", input: "decode", maxFutureSkewMs: 300_000, tenantRefreshMs: 5_000 },
         {
+          id: "quota",
+          type: "equipment_quota",
+          input: "validate",
+          rejectionTtlMs: 5_000,
+          warnPercent: 80,
+          rateLimits: { basic: { perSecond: 1_000, burst: 20_000 }, professional: { perSecond: 10_000, burst: 200_000 }, enterprise: null },
+        },
+        {
           id: "thresholds",
           type: "thresholds",
-          input: "validate",
+          input: "quota",
           rulesRefreshMs: 10_000,
           rules: [
             {

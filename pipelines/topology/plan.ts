@@ -6,6 +6,7 @@
  * names the component it takes readings from; the dead-letter sink receives the rejections of
  * every processor and sink.
  */
+import type { Tier } from "../../tenants/tiers.ts";
 import type { ThresholdRule } from "../processors/threshold-rules.ts";
 
 export interface RetryPlan {
@@ -42,6 +43,15 @@ export interface SourcePlan {
 export type ProcessorPlan =
   | { id: string; type: "avro_decode"; input: string; schemaFile: string; unknownSchemaTtlMs: number }
   | { id: string; type: "validate_reading"; input: string; maxFutureSkewMs: number; tenantRefreshMs: number }
+  | {
+      id: string;
+      type: "equipment_quota";
+      input: string;
+      rejectionTtlMs: number;
+      warnPercent: number;
+      /** Per tier; null = unlimited. */
+      rateLimits: Readonly<Record<Tier, { perSecond: number; burst: number } | null>>;
+    }
   | { id: string; type: "thresholds"; input: string; rulesRefreshMs: number; rules: readonly ThresholdRule[] };
 
 export type SinkPlan =

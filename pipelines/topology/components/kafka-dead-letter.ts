@@ -22,7 +22,7 @@ export const kafkaDeadLetter = defineComponent({
   singleton: true,
   example: {
     id: "dead_letter",
-    entry: { inputs: ["decode", "validate", "thresholds", "timescale", "parquet"], topic_pattern: "dead-letters-{tenant_id}", publish_interval: "1s", max_batch: 500 },
+    entry: { inputs: ["decode", "validate", "quota", "thresholds", "timescale", "parquet"], topic_pattern: "dead-letters-{tenant_id}", publish_interval: "1s", max_batch: 500 },
   },
   claims: (c) => [{ path: ["topic_pattern"], resource: `kafka_topic:${c.topic_pattern}`, label: `the topics ${c.topic_pattern}`, access: "write" }],
   plan: ({ id, config: c, retry }) => ({

@@ -39,7 +39,7 @@ export const thresholds = defineComponent({
   example: {
     id: "thresholds",
     entry: {
-      inputs: ["validate"],
+      inputs: ["quota"],
       rules_refresh: "10s",
       rules: [{ id: "vibration_high", name: "Vibration high", measure: "vibration", comparison: "above", levels: { warning: 1.5, major: 2.5, critical: 4 }, sustain: "10s", deadband: 0.2 }],
     },
