@@ -22,7 +22,6 @@
  * partitions after a chunk, so an over-rate tenant is slowed to its rate and others are unaffected.
  */
 import client from "prom-client";
-import type { Tier } from "../../tenants/tiers.ts";
 import type { QuotaStore } from "./quota-store.ts";
 
 export type QuotaDecision = { ok: true } | { ok: false; reason: "quota_exceeded" | "tenant_suspended" | "unknown_tenant"; message: string };
