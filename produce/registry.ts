@@ -9,6 +9,7 @@
 import type avro from "avsc";
 import { SchemaRegistry, SchemaType } from "@kafkajs/confluent-schema-registry";
 import { requireEnv } from "../lib/env.ts";
+import { withCompatibilityRepair } from "../lib/registry-repair.ts";
 import { parseAvroSchema, SENSOR_READING_SCHEMA_TEXT, SENSOR_READING_SUBJECT_SUFFIX } from "../schemas/index.ts";
 
 /** What {@link registerSensorSchema} needs of a registry client (a SchemaRegistry, or a fake in tests). */
@@ -21,9 +22,13 @@ export function sensorSubject(topic: string): string {
   return `${topic}${SENSOR_READING_SUBJECT_SUFFIX}`;
 }
 
-/** A registry client for MILLRACE_SCHEMA_REGISTRY_URL (which already ends in /apis/ccompat/v7). */
-export function createSchemaRegistry(url: string = requireEnv("MILLRACE_SCHEMA_REGISTRY_URL")): SchemaRegistry {
-  return new SchemaRegistry({ host: url, clientId: "millrace-produce", retry: { retries: 3 } });
+/**
+ * A registry client for MILLRACE_SCHEMA_REGISTRY_URL (which already ends in /apis/ccompat/v7), that
+ * also finishes a first registration another producer was killed in the middle of
+ * (lib/registry-repair.ts).
+ */
+export function createSchemaRegistry(url: string = requireEnv("MILLRACE_SCHEMA_REGISTRY_URL")): SchemaRegistrar {
+  return withCompatibilityRepair(new SchemaRegistry({ host: url, clientId: "millrace-produce", retry: { retries: 3 } }), url);
 }
 
 let sensorType: avro.Type | undefined;

@@ -41,6 +41,7 @@ import { TenantDirectory, TopicPattern } from "./tenant-directory.ts";
 import { readFileSync } from "node:fs";
 import { resolve, dirname } from "node:path";
 import { SchemaRegistry } from "@kafkajs/confluent-schema-registry";
+import { withCompatibilityRepair } from "../../lib/registry-repair.ts";
 import type { S3Client } from "@aws-sdk/client-s3";
 
 export interface WorkerSettings {
@@ -216,7 +217,7 @@ export class IngestWorker {
       ? new AlertPublisher({
           pool: this.pool,
           ...this.kafkaFacades(),
-          registry,
+          registry: withCompatibilityRepair(registry, settings.registryUrl, { log: this.log.child({ component: "alerts" }) }),
           topicPattern: new TopicPattern("alerts-{tenant_id}"),
           maxBatch: dlqPlan.maxBatch,
           intervalMs: dlqPlan.publishIntervalMs,

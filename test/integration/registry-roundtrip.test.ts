@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import avro from "avsc";
 import { SchemaRegistry, SchemaType } from "@kafkajs/confluent-schema-registry";
+import { withCompatibilityRepair } from "../../lib/registry-repair.ts";
 
 const url = process.env.MILLRACE_SCHEMA_REGISTRY_URL ?? "";
 
@@ -110,6 +111,26 @@ describe("schema registry round trip (Confluent-compatible API)", () => {
     const res = await fetch(`${url}/schemas/ids/${unknown}`);
     expect(res.status).toBe(404);
     expect(((await res.json()) as { error_code?: number }).error_code).toBe(40403);
+  });
+
+  it("a first registration interrupted between its two calls (schema posted, compatibility not set) is finished, not wedged", async () => {
+    const torn = `millrace-test-${randomUUID()}-value`;
+    // The first of the client's two calls, as a process killed right after it would leave it.
+    const posted = await fetch(`${url}/subjects/${torn}/versions`, {
+      method: "POST",
+      headers: { "content-type": "application/vnd.schemaregistry.v1+json" },
+      body: JSON.stringify({ schema: JSON.stringify(v1) }),
+    });
+    expect(posted.status).toBe(200);
+    const level = async () => ((await (await fetch(`${url}/config/${torn}`)).json()) as { compatibilityLevel?: string }).compatibilityLevel;
+    expect(await level()).toBe("NONE");
+    // The plain client refuses that subject for good…
+    await expect(registry.register(avroSchema(v1), { subject: torn })).rejects.toThrow(/BACKWARD != NONE/);
+    // …the repairing registrar sets BACKWARD and registers (the same id as the posted schema).
+    const { id } = await withCompatibilityRepair(registry, url).register(avroSchema(v1), { subject: torn });
+    expect(id).toBe(await registry.getLatestSchemaId(torn));
+    expect(await level()).toBe("BACKWARD");
+    expect((await registry.register(avroSchema(v1), { subject: torn })).id).toBe(id);
   });
 });
 
