@@ -16,6 +16,7 @@
  * After a batch is marked published, `onPublished` gets its events (webhooks): fire-and-forget,
  * it cannot slow or fail publishing.
  */
+import { OutboxPump } from "../outbox/pump.ts";
 import { SchemaType } from "@kafkajs/confluent-schema-registry";
 import type { Admin, Producer } from "kafkajs";
 import type pg from "pg";
@@ -70,71 +71,17 @@ interface OutboxRow {
   event: AlertEvent;
 }
 
-export class AlertPublisher {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<number> | undefined;
-  private again = false;
-  private stopped = false;
+export class AlertPublisher extends OutboxPump {
   private readonly knownTopics = new Set<string>();
   private readonly schemaIds = new Map<string, Promise<number>>();
-  /** Set when the last publish attempt failed (readiness, logs). */
-  lastError: Error | undefined;
 
-  constructor(private readonly o: AlertPublisherOptions) {}
-
-  start(): void {
-    const tick = () => {
-      if (this.stopped) return;
-      this.trigger();
-      this.timer = setTimeout(tick, this.o.intervalMs);
-      this.timer.unref();
-    };
-    tick();
+  constructor(private readonly o: AlertPublisherOptions) {
+    super(o);
   }
 
-  /** Publish soon (e.g. after a batch recorded alert events). Coalesces concurrent triggers. */
-  trigger(): void {
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.drain()
-      .catch((err: unknown) => {
-        this.lastError = err as Error;
-        this.o.metrics?.failures.inc();
-        this.o.log.warn({ err }, "alert publish failed; will retry");
-        return 0;
-      })
-      .finally(() => {
-        this.running = undefined;
-        if (this.again && !this.stopped) {
-          this.again = false;
-          this.trigger();
-        }
-      });
-  }
-
-  /** Publish until the outbox is empty (or another replica holds the turn); returns how many were published. */
-  async drain(): Promise<number> {
-    let total = 0;
-    while (!this.stopped) {
-      const n = await this.publishOnce();
-      total += n;
-      if (n < this.o.maxBatch) break;
-    }
-    return total;
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
-  }
-
-  /** Publish what is left (at shutdown), ignoring the stopped flag. */
-  async flush(): Promise<void> {
-    await this.running;
-    while ((await this.publishOnce()) === this.o.maxBatch);
+  protected onDrainError(err: unknown): void {
+    this.o.metrics?.failures.inc();
+    this.o.log.warn({ err }, "alert publish failed; will retry");
   }
 
   private schemaId(subject: string): Promise<number> {
@@ -156,7 +103,7 @@ export class AlertPublisher {
   }
 
   /** One batch: claim, encode, send, mark; all or nothing (except events set aside as unencodable). */
-  private async publishOnce(): Promise<number> {
+  protected async publishOnce(): Promise<number> {
     const c = await this.o.pool.connect();
     let broken: Error | undefined;
     try {

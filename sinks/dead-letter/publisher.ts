@@ -7,6 +7,7 @@
  * key, so a reader can drop the repeat. The outbox itself holds each dead letter exactly once.
  * Several workers may publish at the same time: rows are claimed with FOR UPDATE SKIP LOCKED.
  */
+import { OutboxPump } from "../outbox/pump.ts";
 import type { Admin, Producer } from "kafkajs";
 import type pg from "pg";
 import type { Logger } from "../../lib/log.ts";
@@ -44,69 +45,15 @@ export interface DeadLetterPublisherOptions {
   metrics: PipelineMetrics;
 }
 
-export class DeadLetterPublisher {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<number> | undefined;
-  private again = false;
+export class DeadLetterPublisher extends OutboxPump {
   private readonly knownTopics = new Set<string>();
-  private stopped = false;
-  /** Set when the last publish attempt failed (for readiness and logs). */
-  lastError: Error | undefined;
 
-  constructor(private readonly o: DeadLetterPublisherOptions) {}
-
-  start(): void {
-    const tick = () => {
-      if (this.stopped) return;
-      this.trigger();
-      this.timer = setTimeout(tick, this.o.intervalMs);
-      this.timer.unref();
-    };
-    tick();
+  constructor(private readonly o: DeadLetterPublisherOptions) {
+    super(o);
   }
 
-  /** Publish soon (after a batch recorded dead letters). Coalesces concurrent triggers. */
-  trigger(): void {
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.drain()
-      .catch((err: unknown) => {
-        this.lastError = err as Error;
-        this.o.log.warn({ err }, "dead-letter publish failed; will retry");
-        return 0;
-      })
-      .finally(() => {
-        this.running = undefined;
-        if (this.again && !this.stopped) {
-          this.again = false;
-          this.trigger();
-        }
-      });
-  }
-
-  /** Publish until the outbox is empty; returns how many were published. */
-  async drain(): Promise<number> {
-    let total = 0;
-    while (!this.stopped) {
-      const n = await this.publishOnce();
-      total += n;
-      if (n < this.o.maxBatch) break;
-    }
-    return total;
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
-  }
-
-  /** Flush what is left (on shutdown), ignoring the stopped flag once. */
-  async flush(): Promise<void> {
-    await this.running;
-    while ((await this.publishOnce()) === this.o.maxBatch);
+  protected onDrainError(err: unknown): void {
+    this.o.log.warn({ err }, "dead-letter publish failed; will retry");
   }
 
   private topicFor(row: OutboxRow): string {
@@ -125,7 +72,7 @@ export class DeadLetterPublisher {
     for (const t of missing) this.knownTopics.add(t);
   }
 
-  private async publishOnce(): Promise<number> {
+  protected async publishOnce(): Promise<number> {
     const client = await this.o.pool.connect();
     try {
       await client.query("BEGIN");
