@@ -20,13 +20,26 @@ import { createSchemaRegistry, registerSensorSchema, sensorReadingType, sensorSu
 import { syntheticReadings } from "../produce/synthetic.ts";
 import { repoRoot, stackContext } from "../stack/context.ts";
 import { stackUp } from "../stack/stack.ts";
-import { createTenant } from "../tenants/provision.ts";
+import { parquetStorageConfig, S3ClientCache } from "../sinks/s3-parquet/location.ts";
+import { createTenantLifecycle, listTenants, type CreateRequest, type DeploymentType } from "../tenants/lifecycle.ts";
 import type { Tier } from "../tenants/tiers.ts";
 
-export const DEMO_TENANTS: Array<{ tenantId: string; name: string; tier: Tier }> = [
-  { tenantId: "0d3f6a52-6b1e-4c59-9a4e-3c1e2b7d8a01", name: "Acme Pumps (demo)", tier: "basic" },
-  { tenantId: "5b9e2c17-8d4f-4e2a-b6c3-7f1a9d0e4b02", name: "Borealis Foundry (demo)", tier: "professional" },
-  { tenantId: "a8c4e1f3-2d7b-4f6e-8a9c-0b5d3e7f1c03", name: "Cobalt Pharma (demo)", tier: "enterprise" },
+/**
+ * One tenant of each deployment type (and tier): multi-tenant in the shared bucket; hybrid that chose
+ * the shared bucket; single-tenant in its own bucket under its own (demo) KMS key id. (All three share
+ * the database under row-level security: dedicated databases are not built yet, docs/tenancy.md.)
+ */
+export const DEMO_TENANTS: Array<CreateRequest & { tenantId: string; tier: Tier; deploymentType: DeploymentType }> = [
+  { tenantId: "0d3f6a52-6b1e-4c59-9a4e-3c1e2b7d8a01", name: "Acme Pumps (demo)", tier: "basic", deploymentType: "multi-tenant" },
+  { tenantId: "5b9e2c17-8d4f-4e2a-b6c3-7f1a9d0e4b02", name: "Borealis Foundry (demo)", tier: "professional", deploymentType: "hybrid" },
+  {
+    tenantId: "a8c4e1f3-2d7b-4f6e-8a9c-0b5d3e7f1c03",
+    name: "Cobalt Pharma (demo)",
+    tier: "enterprise",
+    deploymentType: "single-tenant",
+    bucket: "millrace-demo-cobalt",
+    kmsKeyId: "arn:aws:kms:us-east-1:000000000000:key/millrace-demo-cobalt",
+  },
 ];
 const DEMO_GROUP = "millrace-demo";
 const SKAB_DIR = join(repoRoot, "..", "shared", "datasets", "skab", "valve1");
@@ -83,8 +96,11 @@ export function registerDemoCommand(program: Command): void {
       const db = new pg.Pool({ connectionString: env.MILLRACE_PG_ADMIN_URL!, max: 2 });
       const log = createLogger({ level: process.env.MILLRACE_LOG_LEVEL ?? "warn" });
       let worker: IngestWorker | undefined;
+      const s3 = new S3ClientCache(process.env);
       try {
-        for (const t of DEMO_TENANTS) await createTenant(db, admin, t);
+        const lifecycle = { db, kafka: admin, s3, storageConfig: parquetStorageConfig(process.env), env: process.env };
+        for (const t of DEMO_TENANTS) await createTenantLifecycle(lifecycle, t);
+        const rowsBy = new Map((await listTenants(db)).map((r) => [r.tenant_id, r]));
         const topics = DEMO_TENANTS.map((t) => `sensor-data-${t.tenantId}`);
         const before = await db.query<{ tenant_id: string; n: number }>("SELECT tenant_id, count(*)::int AS n FROM sensor_data_raw GROUP BY 1");
         const beforeBy = new Map(before.rows.map((r) => [r.tenant_id, r.n]));
@@ -145,7 +161,7 @@ export function registerDemoCommand(program: Command): void {
         const filesBy = new Map(files.rows.map((f) => [f.tenant_id, f]));
         let total = 0;
         const lines = ["", "millrace demo — summary", ""];
-        lines.push(`${"tenant".padEnd(26)} ${"tier".padEnd(13)} ${"stored now".padStart(10)} ${"this run".padStart(9)} ${"parquet files/rows".padStart(19)}  dead letters (all runs)`);
+        lines.push(`${"tenant".padEnd(26)} ${"tier".padEnd(13)} ${"deployment".padEnd(14)} ${"stored now".padStart(10)} ${"this run".padStart(9)} ${"parquet files/rows".padStart(19)}  dead letters (all runs)`);
         for (const t of DEMO_TENANTS) {
           const nowN = afterBy.get(t.tenantId) ?? 0;
           const run = nowN - (beforeBy.get(t.tenantId) ?? 0);
@@ -153,16 +169,23 @@ export function registerDemoCommand(program: Command): void {
           const reasons = dls.rows.filter((d) => d.tenant_id === t.tenantId).map((d) => `${d.reason}=${d.n}`).join(", ") || "none";
           const f = filesBy.get(t.tenantId);
           const pq = f ? `${f.files}/${f.rows}` : "0/0";
-          lines.push(`${t.name.padEnd(26)} ${t.tier.padEnd(13)} ${String(nowN).padStart(10)} ${String(run).padStart(9)} ${pq.padStart(19)}  ${reasons}`);
+          const row = rowsBy.get(t.tenantId);
+          lines.push(`${t.name.padEnd(26)} ${(row?.subscription_tier ?? t.tier).padEnd(13)} ${(row?.deployment_type ?? t.deploymentType).padEnd(14)} ${String(nowN).padStart(10)} ${String(run).padStart(9)} ${pq.padStart(19)}  ${reasons}`);
         }
         lines.push("", `final lag: 0 (every demo partition drained)`);
         lines.push(`ingest: ${total} rows in ${ingestSeconds.toFixed(1)} s = ${Math.round(total / ingestSeconds)} records/s (worker start-up included)`);
         lines.push(`total wall time: ${((Date.now() - t0) / 1000).toFixed(1)} s`, "");
-        lines.push(`Parquet: s3://millrace-shared/<tenant_id>/sensor-data/date=…/hour=…/ — ./millrace parquet ls --tenant ${DEMO_TENANTS[0]!.tenantId}`);
+        for (const t of DEMO_TENANTS) {
+          const row = rowsBy.get(t.tenantId);
+          const bucket = row?.storage_bucket ?? lifecycle.storageConfig.sharedBucket;
+          const kms = row?.kms_key_id ? ` (SSE-KMS ${row.kms_key_id})` : "";
+          lines.push(`Parquet of ${t.name}: s3://${bucket}/${t.tenantId}/sensor-data/date=…/hour=…/${kms} — ./millrace parquet ls --tenant ${t.tenantId}`);
+        }
         lines.push("Look around: ./millrace stack env (connection settings), psql \"$MILLRACE_PG_ADMIN_URL\", ./millrace topology describe", "");
         process.stdout.write(lines.join("\n"));
       } finally {
         await worker?.stop();
+        s3.destroy();
         await admin.disconnect();
         await db.end();
       }

@@ -3,6 +3,7 @@
  * the tenants row (bound parameters only) and the tenant's topics. Every step is idempotent, so a
  * rerun after a partial failure completes the job.
  */
+import { createTopicsAndWait } from "../lib/kafka-topics.ts";
 import { randomUUID } from "node:crypto";
 import type { Admin } from "kafkajs";
 import type pg from "pg";
@@ -52,6 +53,6 @@ export async function createTenant(db: pg.Pool, admin: Admin, t: NewTenant): Pro
     { topic: topics.alerts, numPartitions: Math.min(partitions, 3) },
     { topic: topics.deadLetters, numPartitions: Math.min(partitions, 3) },
   ].filter((x) => !existing.has(x.topic));
-  if (wanted.length > 0) await admin.createTopics({ topics: wanted, waitForLeaders: true });
+  await createTopicsAndWait(admin, wanted);
   return { tenantId, topics };
 }

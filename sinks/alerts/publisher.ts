@@ -16,6 +16,7 @@
  * After a batch is marked published, `onPublished` gets its events (webhooks): fire-and-forget,
  * it cannot slow or fail publishing.
  */
+import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 import { OutboxPump } from "../outbox/pump.ts";
 import { SchemaType } from "@kafkajs/confluent-schema-registry";
 import type { Admin, Producer } from "kafkajs";
@@ -50,7 +51,7 @@ export class AlertPublisherMetrics {
 export interface AlertPublisherOptions {
   pool: pg.Pool;
   producer: Pick<Producer, "sendBatch">;
-  admin: Pick<Admin, "listTopics" | "createTopics">;
+  admin: Pick<Admin, "listTopics" | "createTopics" | "fetchTopicMetadata">;
   registry: AlertSchemaRegistrar;
   /** `alerts-{tenant_id}`. */
   topicPattern: TopicPattern;
@@ -98,7 +99,7 @@ export class AlertPublisher extends OutboxPump {
   private async ensureTopics(topics: string[]): Promise<void> {
     const missing = topics.filter((t) => !this.knownTopics.has(t));
     if (missing.length === 0) return;
-    await this.o.admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: this.o.partitions })), waitForLeaders: true });
+    await createTopicsAndWait(this.o.admin, missing.map((topic) => ({ topic, numPartitions: this.o.partitions })));
     for (const t of missing) this.knownTopics.add(t);
   }
 

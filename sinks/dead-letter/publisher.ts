@@ -7,6 +7,7 @@
  * key, so a reader can drop the repeat. The outbox itself holds each dead letter exactly once.
  * Several workers may publish at the same time: rows are claimed with FOR UPDATE SKIP LOCKED.
  */
+import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 import { OutboxPump } from "../outbox/pump.ts";
 import type { Admin, Producer } from "kafkajs";
 import type pg from "pg";
@@ -36,7 +37,7 @@ interface OutboxRow {
 export interface DeadLetterPublisherOptions {
   pool: pg.Pool;
   producer: Pick<Producer, "sendBatch">;
-  admin: Pick<Admin, "listTopics" | "createTopics">;
+  admin: Pick<Admin, "listTopics" | "createTopics" | "fetchTopicMetadata">;
   topicPattern: TopicPattern;
   maxBatch: number;
   intervalMs: number;
@@ -67,7 +68,7 @@ export class DeadLetterPublisher extends OutboxPump {
     const existing = new Set(await this.o.admin.listTopics());
     const create = missing.filter((t) => !existing.has(t));
     if (create.length > 0) {
-      await this.o.admin.createTopics({ topics: create.map((topic) => ({ topic, numPartitions: this.o.partitions })), waitForLeaders: true });
+      await createTopicsAndWait(this.o.admin, create.map((topic) => ({ topic, numPartitions: this.o.partitions })));
     }
     for (const t of missing) this.knownTopics.add(t);
   }

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Kafka, logLevel, type Consumer } from "kafkajs";
+import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 import { stackContext } from "../../stack/context.ts";
 import { kafkaService } from "../../stack/kafka.ts";
 import { isAlive } from "../../stack/process.ts";
@@ -81,6 +82,12 @@ describe("stack: kafka service", () => {
         let kafka = client(ctx);
         let admin = kafka.admin();
         await admin.connect();
+        // A tenant's three topics on the just-started broker, as the first `millrace demo` does
+        // (kafkajs' own waitForLeaders gave up on UNKNOWN_TOPIC_OR_PARTITION here).
+        const tenantTopicsOnFresh = ["sensor-data-x", "alerts-x", "dead-letters-x"].map((t) => ({ topic: t, numPartitions: 3 }));
+        await createTopicsAndWait(admin, tenantTopicsOnFresh);
+        const freshMeta = await admin.fetchTopicMetadata({ topics: tenantTopicsOnFresh.map((t) => t.topic) });
+        expect(freshMeta.topics.every((t) => t.partitions.length === 3 && t.partitions.every((p) => p.leader >= 0))).toBe(true);
         expect(await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true })).toBe(true);
         // num.partitions=3 is the broker default for topics created without a count.
         await admin.createTopics({ topics: [{ topic: "default-partitions" }], waitForLeaders: true });
