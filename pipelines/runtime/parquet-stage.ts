@@ -16,6 +16,7 @@ import { FencedError, MillraceError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PipelineMetrics } from "../../lib/metrics.ts";
 import {
+  abortUploadsOfKey,
   advanceSinkOffset,
   encodeParquet,
   loadTenantStorage,
@@ -230,9 +231,13 @@ export class ParquetStage {
         const firstTime = file.rows.length > 0 ? file.rows.reduce((m, x) => Math.min(m, x.time), Infinity) : 0;
         const body = await encodeParquet(file.rows, { rowGroupRows: this.plan.rowGroupRows });
         let entry = plannedEntry;
+        // A range planned before (by an earlier owner, or by this one's failed attempt) may have
+        // left an incomplete multipart upload of its key: abort it before uploading again.
+        let rebuilt = plannedEntry !== undefined || attempt > 1;
         if (!entry) {
           const key = locationObjectKey(loc, { topic: p.topic, partition: p.partition, firstOffset: file.firstOffset, lastOffset: file.lastOffset, firstTime });
-          ({ entry } = await planFile(this.pool, {
+          let created: boolean;
+          ({ entry, created } = await planFile(this.pool, {
             consumerGroup: this.consumerGroup,
             topic: p.topic,
             partition: p.partition,
@@ -245,13 +250,18 @@ export class ParquetStage {
             minTime: file.rows.length > 0 ? file.minTime : 0,
             maxTime: file.rows.length > 0 ? file.maxTime : 0,
           }));
+          rebuilt ||= !created;
           if (entry.lastOffset !== file.lastOffset) {
             // A replay met a range planned by an earlier owner with other boundaries: rebuild that one.
             throw new FencedError(`${p.topic}[${p.partition}]: a file planned at ${entry.firstOffset} ends at ${entry.lastOffset}, not ${file.lastOffset}`);
           }
         }
         const s3 = this.s3.clientForLocation(loc);
-        const res = await putObjectVerified(s3, { bucket: entry.bucket, key: entry.objectKey, body, kmsKeyId: loc.kmsKeyId });
+        if (rebuilt) {
+          const aborted = await abortUploadsOfKey(s3, entry.bucket, entry.objectKey);
+          if (aborted.length > 0) this.log.warn({ topic: p.topic, partition: p.partition, key: entry.objectKey, uploadIds: aborted }, "aborted incomplete multipart uploads left by an earlier attempt at this file");
+        }
+        const res = await putObjectVerified(s3, { bucket: entry.bucket, key: entry.objectKey, body, kmsKeyId: loc.kmsKeyId }, { multipartThreshold: this.plan.multipartThreshold });
         const mark = await markUploaded(this.pool, {
           consumerGroup: this.consumerGroup,
           topic: p.topic,

@@ -58,6 +58,7 @@ export type SinkPlan =
       idleFlushMs: number;
       rowGroupRows: number;
       maxPendingBytes: number;
+      multipartThreshold: number;
       sharedBucket: string;
       keyPrefix: string;
     };
