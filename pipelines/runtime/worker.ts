@@ -169,6 +169,8 @@ export class IngestWorker {
       max: this.sinkPlan.poolSize,
       applicationName: this.instanceId,
       statementTimeoutMs: this.sinkPlan.statementTimeoutMs,
+      // A worker idle inside a transaction for a whole session timeout has lost its partitions anyway.
+      idleInTransactionTimeoutMs: plan.source.sessionTimeoutMs,
     });
     this.writer = new TimescaleWriter(this.pool);
     this.tenants = new TenantDirectory(this.pool, validatePlan.tenantRefreshMs);
