@@ -30,6 +30,7 @@ import {
   putObjectVerified,
   resolveParquetLocation,
   S3ClientCache,
+  sha256,
   sinkOffset,
   type ManifestEntry,
   type ParquetLocation,
@@ -255,6 +256,15 @@ export class ParquetStage {
             // A replay met a range planned by an earlier owner with other boundaries: rebuild that one.
             throw new FencedError(`${p.topic}[${p.partition}]: a file planned at ${entry.firstOffset} ends at ${entry.lastOffset}, not ${file.lastOffset}`);
           }
+        }
+        // Never overwrite an object with other contents: a range rebuilt from a roller that does
+        // not hold exactly the planned rows, or bytes that differ from an upload already recorded,
+        // means this worker's view of the partition is stale — reload it instead of uploading.
+        if (file.rows.length !== entry.rowCount) {
+          throw new FencedError(`${p.topic}[${p.partition}] ${entry.firstOffset}-${entry.lastOffset}: planned with ${entry.rowCount} rows, rebuilt with ${file.rows.length}; not uploading`);
+        }
+        if (entry.sha256 !== null && entry.sha256 !== sha256(body).hex) {
+          throw new FencedError(`${p.topic}[${p.partition}] ${entry.firstOffset}-${entry.lastOffset}: already uploaded as sha256 ${entry.sha256}, rebuilt with other bytes; not overwriting it`);
         }
         const s3 = this.s3.clientForLocation(loc);
         if (rebuilt) {
