@@ -147,12 +147,26 @@ export class ParquetStage {
     return p ? (p.roller.nextOffset ?? p.committed) : undefined;
   }
 
-  /** Rows the database stored for offsets up to `lastOffset` (dead-lettered offsets simply absent). */
-  append(topic: string, partition: number, rows: readonly StoredReading[], lastOffset: number): void {
+  /**
+   * Rows the database stored for the records `firstOffset`..`lastOffset` (dead-lettered offsets
+   * simply absent). A chunk starting after the offset the roller expects next would leave a hole
+   * in the file being built (seen: a batch fetched before a seek back, delivered after it): the
+   * partition's Parquet state is dropped instead (onLost), so it is reloaded and replayed from the
+   * stored offset.
+   */
+  append(topic: string, partition: number, rows: readonly StoredReading[], lastOffset: number, firstOffset?: number): void {
     const p = this.parts.get(this.key(topic, partition));
     if (!p) return;
     const from = p.roller.nextOffset ?? p.committed;
     if (lastOffset < from) return; // already covered
+    if (firstOffset !== undefined && firstOffset > from) {
+      // Never accepted, not even when the records are gone from the log (retention): a partition
+      // whose Parquet sink is behind the log start keeps reloading (logged) until an operator acts.
+      this.log.warn({ topic, partition, expected: from, got: firstOffset }, "records would be missing from the Parquet file being built; reloading the partition's Parquet state");
+      this.forget(topic, partition);
+      this.onLost(topic, partition);
+      return;
+    }
     const fresh = rows.filter((r) => r.offset >= from);
     p.roller.append(fresh, { lastOffset, nowMs: Date.now() });
     this.cut(p);
