@@ -93,8 +93,6 @@ describe("network and phase-targeted faults (issue 8)", () => {
       pgp.hooks = idle;
       await r.caughtUp(`recovery after ${fault}`, 180_000);
       log.push({ fault, recoverMs: Date.now() - at });
-      // Drain what arrived meanwhile too, so the next fault does not start with this one's backlog.
-      await r.caughtUp(`drain after ${fault}`, 180_000);
     };
 
     // 1. Cut in the middle of a batch's COPY (after its first CopyData): the transaction is lost, retried whole.
@@ -180,7 +178,7 @@ describe("network and phase-targeted faults (issue 8)", () => {
     expect(rollbacksAfterReadBack).toBeGreaterThanOrEqual(2);
     await settleAndCheck(r, [w]);
     expect(r.logLines(w, /batch fenced|Parquet file fenced/)).toEqual([]);
-  }, 600_000);
+  }, 900_000);
 
   it("kill -9 aimed at each phase: before/during/after a COPY, before/after COMMIT, during a Parquet upload, after an upload before the offsets, mid multipart upload", async () => {
     rig = new Rig({ name: "phase-kills", tenants: 2, partitions: 2, equipment: 8, perTick: 3, tickMs: 250 });
