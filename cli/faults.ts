@@ -25,8 +25,9 @@ export function registerFaultCommands(program: Command): void {
     .option("--out <file>", "results file (default bench/results/faults-<profile>.json)")
     .option("--kills <n>", "kill -9 faults (default: the profile's)")
     .option("--broker-kills <n>", "hard kills of an isolated broker of the harness's own (default: the profile's; 0 = use the shared broker)")
+    .option("--pg-cuts <n>", "PostgreSQL connection cuts (during a COPY / a COMMIT reply lost) through a fault proxy in front of the workers (default: the profile's)")
     .option("--keep", "keep the test database afterwards")
-    .action(async (opts: { profile: string; seed?: string; out?: string; kills?: string; brokerKills?: string; keep?: boolean }) => {
+    .action(async (opts: { profile: string; seed?: string; out?: string; kills?: string; brokerKills?: string; pgCuts?: string; keep?: boolean }) => {
       if (opts.profile !== "quick" && opts.profile !== "soak") throw new Error(`--profile must be quick or soak, got ${JSON.stringify(opts.profile)}`);
       loadStackEnv();
       const profile = { ...PROFILES[opts.profile] };
@@ -43,6 +44,7 @@ export function registerFaultCommands(program: Command): void {
       };
       profile.kills = count("--kills", opts.kills, profile.kills);
       profile.brokerKills = count("--broker-kills", opts.brokerKills, profile.brokerKills);
+      profile.pgCuts = count("--pg-cuts", opts.pgCuts, profile.pgCuts);
       const outFile = opts.out ?? join(repoRoot, "bench", "results", `faults-${profile.name}.json`);
       const r = await runFaults({ profile, outFile, keep: opts.keep });
       process.stdout.write(summarise(r));

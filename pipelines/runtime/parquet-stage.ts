@@ -16,6 +16,7 @@ import { FencedError, MillraceError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
 import type { PipelineMetrics } from "../../lib/metrics.ts";
 import {
+  abortUploadsOfKey,
   advanceSinkOffset,
   encodeParquet,
   loadTenantStorage,
@@ -29,6 +30,7 @@ import {
   putObjectVerified,
   resolveParquetLocation,
   S3ClientCache,
+  sha256,
   sinkOffset,
   type ManifestEntry,
   type ParquetLocation,
@@ -145,12 +147,26 @@ export class ParquetStage {
     return p ? (p.roller.nextOffset ?? p.committed) : undefined;
   }
 
-  /** Rows the database stored for offsets up to `lastOffset` (dead-lettered offsets simply absent). */
-  append(topic: string, partition: number, rows: readonly StoredReading[], lastOffset: number): void {
+  /**
+   * Rows the database stored for the records `firstOffset`..`lastOffset` (dead-lettered offsets
+   * simply absent). A chunk starting after the offset the roller expects next would leave a hole
+   * in the file being built (seen: a batch fetched before a seek back, delivered after it): the
+   * partition's Parquet state is dropped instead (onLost), so it is reloaded and replayed from the
+   * stored offset.
+   */
+  append(topic: string, partition: number, rows: readonly StoredReading[], lastOffset: number, firstOffset?: number): void {
     const p = this.parts.get(this.key(topic, partition));
     if (!p) return;
     const from = p.roller.nextOffset ?? p.committed;
     if (lastOffset < from) return; // already covered
+    if (firstOffset !== undefined && firstOffset > from) {
+      // Never accepted, not even when the records are gone from the log (retention): a partition
+      // whose Parquet sink is behind the log start keeps reloading (logged) until an operator acts.
+      this.log.warn({ topic, partition, expected: from, got: firstOffset }, "records would be missing from the Parquet file being built; reloading the partition's Parquet state");
+      this.forget(topic, partition);
+      this.onLost(topic, partition);
+      return;
+    }
     const fresh = rows.filter((r) => r.offset >= from);
     p.roller.append(fresh, { lastOffset, nowMs: Date.now() });
     this.cut(p);
@@ -230,9 +246,13 @@ export class ParquetStage {
         const firstTime = file.rows.length > 0 ? file.rows.reduce((m, x) => Math.min(m, x.time), Infinity) : 0;
         const body = await encodeParquet(file.rows, { rowGroupRows: this.plan.rowGroupRows });
         let entry = plannedEntry;
+        // A range planned before (by an earlier owner, or by this one's failed attempt) may have
+        // left an incomplete multipart upload of its key: abort it before uploading again.
+        let rebuilt = plannedEntry !== undefined || attempt > 1;
         if (!entry) {
           const key = locationObjectKey(loc, { topic: p.topic, partition: p.partition, firstOffset: file.firstOffset, lastOffset: file.lastOffset, firstTime });
-          ({ entry } = await planFile(this.pool, {
+          let created: boolean;
+          ({ entry, created } = await planFile(this.pool, {
             consumerGroup: this.consumerGroup,
             topic: p.topic,
             partition: p.partition,
@@ -245,13 +265,27 @@ export class ParquetStage {
             minTime: file.rows.length > 0 ? file.minTime : 0,
             maxTime: file.rows.length > 0 ? file.maxTime : 0,
           }));
+          rebuilt ||= !created;
           if (entry.lastOffset !== file.lastOffset) {
             // A replay met a range planned by an earlier owner with other boundaries: rebuild that one.
             throw new FencedError(`${p.topic}[${p.partition}]: a file planned at ${entry.firstOffset} ends at ${entry.lastOffset}, not ${file.lastOffset}`);
           }
         }
+        // Never overwrite an object with other contents: a range rebuilt from a roller that does
+        // not hold exactly the planned rows, or bytes that differ from an upload already recorded,
+        // means this worker's view of the partition is stale — reload it instead of uploading.
+        if (file.rows.length !== entry.rowCount) {
+          throw new FencedError(`${p.topic}[${p.partition}] ${entry.firstOffset}-${entry.lastOffset}: planned with ${entry.rowCount} rows, rebuilt with ${file.rows.length}; not uploading`);
+        }
+        if (entry.sha256 !== null && entry.sha256 !== sha256(body).hex) {
+          throw new FencedError(`${p.topic}[${p.partition}] ${entry.firstOffset}-${entry.lastOffset}: already uploaded as sha256 ${entry.sha256}, rebuilt with other bytes; not overwriting it`);
+        }
         const s3 = this.s3.clientForLocation(loc);
-        const res = await putObjectVerified(s3, { bucket: entry.bucket, key: entry.objectKey, body, kmsKeyId: loc.kmsKeyId });
+        if (rebuilt) {
+          const aborted = await abortUploadsOfKey(s3, entry.bucket, entry.objectKey);
+          if (aborted.length > 0) this.log.warn({ topic: p.topic, partition: p.partition, key: entry.objectKey, uploadIds: aborted }, "aborted incomplete multipart uploads left by an earlier attempt at this file");
+        }
+        const res = await putObjectVerified(s3, { bucket: entry.bucket, key: entry.objectKey, body, kmsKeyId: loc.kmsKeyId }, { multipartThreshold: this.plan.multipartThreshold });
         const mark = await markUploaded(this.pool, {
           consumerGroup: this.consumerGroup,
           topic: p.topic,

@@ -161,6 +161,8 @@ export class IngestWorker {
       max: this.sinkPlan.poolSize,
       applicationName: this.instanceId,
       statementTimeoutMs: this.sinkPlan.statementTimeoutMs,
+      // A worker idle inside a transaction for a whole session timeout has lost its partitions anyway.
+      idleInTransactionTimeoutMs: plan.source.sessionTimeoutMs,
     });
     this.writer = new TimescaleWriter(this.pool);
     this.tenants = new TenantDirectory(this.pool, validatePlan.tenantRefreshMs);
@@ -620,7 +622,7 @@ export class IngestWorker {
         [src.topic, src.partition, first, last],
       );
       const rows = await this.processor.replayChunk(chunk, src, new Set(dead.rows.map((r) => Number(r.source_offset))));
-      this.parquet!.append(src.topic, src.partition, rows, last);
+      this.parquet!.append(src.topic, src.partition, rows, last, first);
     } catch (err) {
       if (this.abort.signal.aborted) return false;
       const state = this.partitions.get(this.key(src.topic, src.partition));
@@ -756,7 +758,7 @@ export class IngestWorker {
     if (this.parquet && src.tenantId) {
       if (this.parquet.committed(src.topic, src.partition) === undefined) await this.parquet.assign(src.topic, src.partition, src.tenantId, expected);
       const refused = new Set(result.rejected.map((r) => r.offset));
-      this.parquet.append(src.topic, src.partition, refused.size > 0 ? rows.filter((r) => !refused.has(r.offset)) : rows, last);
+      this.parquet.append(src.topic, src.partition, refused.size > 0 ? rows.filter((r) => !refused.has(r.offset)) : rows, last, first);
     }
     if (alarms) {
       this.thresholds!.commit(alarms);

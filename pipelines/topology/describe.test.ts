@@ -61,6 +61,7 @@ describe("describeTopology", () => {
       idle_flush: 1m
       row_group_rows: 4096
       max_pending_bytes: 256MiB
+      multipart_threshold: 16MiB
       shared_bucket: millrace-shared
       key_prefix: 
       rejections --> dead_letter

@@ -56,7 +56,7 @@ function formatValue(key: string, value: unknown, baseDir: string): string {
   if (typeof value === "number") {
     if (value === Number.POSITIVE_INFINITY) return "unlimited";
     if (key.endsWith("Ms")) return formatDuration(value);
-    if (/Bytes/.test(key)) return formatSize(value);
+    if (/Bytes|multipartThreshold/.test(key)) return formatSize(value);
     return String(value);
   }
   if (typeof value === "string" && key.endsWith("File")) return relative(baseDir, value) || ".";

@@ -234,6 +234,7 @@ describe("loadTopology: good topologies", () => {
           idleFlushMs: 60_000,
           rowGroupRows: 4096,
           maxPendingBytes: 256 * 1024 ** 2,
+          multipartThreshold: 16 * 1024 ** 2,
           sharedBucket: "millrace-shared",
           keyPrefix: "",
         },

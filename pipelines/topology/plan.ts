@@ -68,6 +68,7 @@ export type SinkPlan =
       idleFlushMs: number;
       rowGroupRows: number;
       maxPendingBytes: number;
+      multipartThreshold: number;
       sharedBucket: string;
       keyPrefix: string;
     };

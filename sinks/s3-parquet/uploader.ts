@@ -335,3 +335,35 @@ export async function abortStaleUploads(
   }
   return aborted;
 }
+
+/**
+ * Abort every incomplete multipart upload of exactly `key`, whatever its age: the leftovers of an
+ * earlier attempt at the same file (a worker killed between CreateMultipartUpload and
+ * CompleteMultipartUpload, or an attempt whose abort failed). Called before a file whose range was
+ * planned earlier is uploaded again, so a crash mid multipart upload leaves nothing behind once the
+ * file is rebuilt. An upload of the same key still in progress elsewhere (a zombie of the same
+ * range) fails to complete and is retried; its bytes are the same. Returns the upload ids aborted.
+ */
+export async function abortUploadsOfKey(s3: S3Client, bucket: string, key: string, policy: RetryPolicy = defaultUploadRetry): Promise<string[]> {
+  const aborted: string[] = [];
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  for (let page = 0; page < 1000; page++) {
+    const res = await retry(
+      () => s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
+      policy,
+      { retriable: isRetriableS3Error },
+    );
+    for (const u of res.Uploads ?? []) {
+      if (u.Key !== key || !u.UploadId) continue;
+      const err = await abortUpload(s3, bucket, key, u.UploadId, policy);
+      if (err !== undefined) throw new S3UploadError(`AbortMultipartUpload s3://${bucket}/${key} (${u.UploadId}) failed: ${describeError(err)}`, { bucket, key, operation: "AbortMultipartUpload", retriable: isRetriableS3Error(err), statusCode: s3StatusCode(err), strandedUploadId: u.UploadId, cause: err });
+      aborted.push(u.UploadId);
+    }
+    if (!res.IsTruncated) break;
+    keyMarker = res.NextKeyMarker;
+    uploadIdMarker = res.NextUploadIdMarker;
+    if (keyMarker === undefined && uploadIdMarker === undefined) break;
+  }
+  return aborted;
+}

@@ -15,6 +15,13 @@ export interface PoolSettings {
   applicationName?: string;
   /** Server-side statement timeout (ms) so a stuck statement surfaces as an error. */
   statementTimeoutMs?: number;
+  /**
+   * Server-side idle_in_transaction_session_timeout (ms): the server ends a session that sits in an
+   * open transaction this long without sending a statement — a frozen worker (SIGSTOP, GC or VM
+   * pause) must not hold its locks (uncommitted rows, the manifest's advisory lock) over the
+   * partition's new owner for as long as it is frozen.
+   */
+  idleInTransactionTimeoutMs?: number;
 }
 
 export function createPool(s: PoolSettings): pg.Pool {
@@ -22,6 +29,7 @@ export function createPool(s: PoolSettings): pg.Pool {
   const options = [`-c TimeZone=UTC`];
   if (s.role) options.push(`-c role=${s.role}`);
   if (s.statementTimeoutMs) options.push(`-c statement_timeout=${Math.trunc(s.statementTimeoutMs)}`);
+  if (s.idleInTransactionTimeoutMs) options.push(`-c idle_in_transaction_session_timeout=${Math.trunc(s.idleInTransactionTimeoutMs)}`);
   const pool = new pg.Pool({
     connectionString: s.connectionString,
     max: s.max ?? 4,

@@ -24,8 +24,9 @@ import { encodeReading, endOffsets, header, registerSensorSchema } from "../help
 import { pyarrowVersion, readS3DatasetWithPyarrow } from "../helpers/parquet-readers.ts";
 import { startWorkerProcess, writeTopology, type WorkerProcess } from "../helpers/processes.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { FaultProxy, type PgMessage, type ProxyConn } from "./proxy.ts";
 
-export type FaultKind = "kill9" | "rolling_bounce" | "scale" | "broker_kill" | "poison";
+export type FaultKind = "kill9" | "rolling_bounce" | "scale" | "broker_kill" | "poison" | "pg_cut";
 
 export interface FaultProfile {
   name: string;
@@ -46,6 +47,12 @@ export interface FaultProfile {
   poison: boolean;
   /** Needs an isolated broker of the harness's own (never the shared stack's). */
   brokerKills: number;
+  /**
+   * PostgreSQL connection cuts through a fault proxy (test/faults/proxy.ts) in front of every
+   * worker: alternately cut at a batch's first CopyData, and a batch's COMMIT reply swallowed with
+   * the connection cut (committed, outcome unknown to the worker). 0 = workers connect directly.
+   */
+  pgCuts: number;
   /** Bound of each recovery wait and of the settle phase. */
   recoverTimeoutMs: number;
   settleTimeoutMs: number;
@@ -55,12 +62,12 @@ export interface FaultProfile {
 export const PROFILES: Record<"quick" | "soak", FaultProfile> = {
   quick: {
     name: "quick", tenants: 2, partitions: 3, equipment: 12, minPerPartition: 1000, perTick: 3, tickMs: 250,
-    replicas: 2, kills: 3, bounceRounds: 1, scale: true, poison: true, brokerKills: 0,
+    replicas: 2, kills: 3, bounceRounds: 1, scale: true, poison: true, brokerKills: 0, pgCuts: 0,
     recoverTimeoutMs: 60_000, settleTimeoutMs: 90_000, seed: 1,
   },
   soak: {
     name: "soak", tenants: 3, partitions: 3, equipment: 12, minPerPartition: 5000, perTick: 4, tickMs: 250,
-    replicas: 3, kills: 24, bounceRounds: 3, scale: true, poison: true, brokerKills: 2,
+    replicas: 3, kills: 24, bounceRounds: 3, scale: true, poison: true, brokerKills: 2, pgCuts: 6,
     recoverTimeoutMs: 120_000, settleTimeoutMs: 300_000, seed: 8,
   },
 };
@@ -131,7 +138,7 @@ function rng(seed: number): () => number {
   };
 }
 
-function s3Settings() {
+export function s3Settings() {
   return {
     endpoint: requireEnv("MILLRACE_S3_ENDPOINT"),
     region: process.env.MILLRACE_S3_REGION ?? "us-east-1",
@@ -140,7 +147,7 @@ function s3Settings() {
   };
 }
 
-const eqName = (i: number) => `eq-${String(i).padStart(2, "0")}`;
+export const eqName = (i: number) => `eq-${String(i).padStart(2, "0")}`;
 
 export interface RunOptions {
   profile: FaultProfile;
@@ -180,6 +187,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
   }
   const kafka = new Kafka({ clientId: `faults-${runId}`, brokers: brokers.split(","), logLevel: logLevel.NOTHING, retry: { retries: 8 } });
   const db: TestDatabase = await createTestDatabase();
+  let pgProxy: FaultProxy | undefined;
   const admin: Admin = kafka.admin();
   let producer: Producer | undefined;
   const tenants = Array.from({ length: p.tenants }, () => randomUUID());
@@ -206,8 +214,15 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
       [/heartbeat_interval: 3s/, "heartbeat_interval: 1s"],
     ]);
     const env = { MILLRACE_KAFKA_BROKERS: brokers };
+    let workerPgUrl = db.adminUrl;
+    if (p.pgCuts > 0) {
+      const u = new URL(db.adminUrl);
+      pgProxy = await FaultProxy.start({ name: "pg", protocol: "pg", target: { host: u.hostname, port: Number(u.port) } });
+      u.host = `127.0.0.1:${pgProxy.port}`;
+      workerPgUrl = u.toString();
+    }
     const start = () => {
-      const w = startWorkerProcess({ name: `w${++workerNo}`, topology, group, tenants, pgUrl: db.adminUrl, logDir, env });
+      const w = startWorkerProcess({ name: `w${++workerNo}`, topology, group, tenants, pgUrl: workerPgUrl, logDir, env });
       procs.push(w);
       live.push(w);
       return w;
@@ -301,7 +316,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
     })();
 
     // ----------------------------------------------------------------------------- fault scheduler
-    const faults: Record<FaultKind, number> = { kill9: 0, rolling_bounce: 0, scale: 0, broker_kill: 0, poison: 0 };
+    const faults: Record<FaultKind, number> = { kill9: 0, rolling_bounce: 0, scale: 0, broker_kill: 0, poison: 0, pg_cut: 0 };
     start();
     await waitUntil("the first rows in PostgreSQL", async () => (await db.admin.query("SELECT count(*)::int AS n FROM sensor_data_raw")).rows[0].n > 0, 120_000, 250);
     if (p.scale) {
@@ -333,6 +348,36 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
         await kafkaService.waitReady(brokerCtx, 120_000);
         faults.broker_kill++;
         await recover("broker_kill", "isolated broker SIGKILLed and restarted", bat);
+      }
+    }
+    for (let i = 0; pgProxy && i < p.pgCuts; i++) {
+      await new Promise((r) => setTimeout(r, 200 + Math.floor(random() * 2500))); // a random moment (deliberate jitter, not synchronisation)
+      const proxy = pgProxy;
+      const copyCut = i % 2 === 0;
+      let at = 0;
+      const batchOf = (m: PgMessage, c: ProxyConn) => {
+        if (m.type === "Q" && /^COPY millrace_stage\b/.test(m.text ?? "")) c.state.batch = true;
+        if (m.type === "Q" && (m.text === "COMMIT" || m.text === "ROLLBACK")) {
+          c.state.ending = c.state.batch === true;
+          c.state.batch = false;
+        } else if (m.type === "Q" || m.type === "P") c.state.ending = false;
+      };
+      proxy.hooks = copyCut
+        ? { onPgClient: (m, c) => (batchOf(m, c), m.type === "d" && c.state.batch && !at ? ((at = Date.now()), "cut") : undefined) }
+        : {
+            onPgClient: (m, c) => void batchOf(m, c),
+            onPgServer: (m, c) => (m.type === "C" && m.text === "COMMIT" && c.state.ending && !at ? ((at = Date.now()), "cut") : undefined),
+          };
+      const what = copyCut ? "connection cut during a batch's COPY" : "a batch's COMMIT reply lost, connection cut";
+      try {
+        await waitUntil(`the PostgreSQL cut (${what})`, async () => at > 0, 90_000, 50);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+      proxy.hooks = {};
+      if (at > 0) {
+        faults.pg_cut++;
+        await recover("pg_cut", what, at);
       }
     }
     for (let round = 0; round < p.bounceRounds; round++) {
@@ -390,65 +435,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
 
     // ----------------------------------------------------------------------------- checker
     log("checking: producer acks vs PostgreSQL vs Parquet (pyarrow) vs dead-letter topics");
-    const checks: TenantCheck[] = [];
-    for (const [ti, tenant] of tenants.entries()) {
-      const examples: string[] = [];
-      const note = (s: string) => void (examples.length < 10 && examples.push(s));
-      const pgRows = (await db.admin.query<{ equipment_id: string; seq: number; t: string }>(
-        "SELECT equipment_id, vibration::int AS seq, (extract(epoch FROM time) * 1000)::bigint AS t FROM sensor_data_raw WHERE tenant_id = $1 ORDER BY equipment_id, time",
-        [tenant],
-      )).rows;
-      const pq = readS3DatasetWithPyarrow(`millrace-shared/${tenant}/sensor-data/`, s3Settings()).rows;
-      const c: TenantCheck = { tenant, acked: 0, pgRows: pgRows.length, parquetRows: pq.length, missingPg: 0, missingParquet: 0, duplicatedParquet: 0, unackedPresent: 0, foreignRows: 0, inversionsPg: 0, inversionsParquet: 0, deadLetters: 0, deadLettersExpected: poisonSent.get(tenant) ?? 0, examples };
-      const pgBy = new Map<string, number[]>();
-      for (const r of pgRows) {
-        const list = pgBy.get(r.equipment_id) ?? [];
-        if (list.length > 0 && list[list.length - 1]! >= r.seq) {
-          c.inversionsPg++;
-          note(`PG inversion ${r.equipment_id}: seq ${r.seq} after ${list[list.length - 1]} in time order`);
-        }
-        if (Number(r.t) !== base + r.seq * 1000) {
-          c.inversionsPg++; // a row whose sequence does not match its time: out of place, counted with the inversions
-          note(`PG row ${r.equipment_id} seq ${r.seq} has time ${r.t}, expected ${base + r.seq * 1000}`);
-        }
-        list.push(r.seq);
-        pgBy.set(r.equipment_id, list);
-      }
-      const pqBy = new Map<string, Array<{ seq: number; off: number }>>();
-      for (const r of pq) {
-        if (r.tenant_id !== tenant) c.foreignRows++;
-        const list = pqBy.get(r.equipment_id) ?? [];
-        list.push({ seq: Number(r.vibration), off: r.source_offset });
-        pqBy.set(r.equipment_id, list);
-      }
-      for (let e = 0; e < p.equipment; e++) {
-        const eq = eqName(e);
-        const ack = acked[ti]![e]!;
-        c.acked += ack.size;
-        const pgSet = new Set(pgBy.get(eq) ?? []);
-        const pqList = (pqBy.get(eq) ?? []).sort((x, y) => x.off - y.off);
-        const pqCount = new Map<number, number>();
-        for (const [i, r] of pqList.entries()) {
-          pqCount.set(r.seq, (pqCount.get(r.seq) ?? 0) + 1);
-          if (i > 0 && pqList[i - 1]!.seq >= r.seq && pqList[i - 1]!.off !== r.off) {
-            c.inversionsParquet++;
-            note(`Parquet inversion ${eq}: seq ${r.seq} at offset ${r.off} after seq ${pqList[i - 1]!.seq}`);
-          }
-        }
-        for (const s of ack) {
-          if (!pgSet.has(s)) { c.missingPg++; note(`missing in PG: ${eq} seq ${s}`); }
-          if (!pqCount.has(s)) { c.missingParquet++; note(`missing in Parquet: ${eq} seq ${s}`); }
-        }
-        for (const [s, n] of pqCount) {
-          if (n > 1) { c.duplicatedParquet += n - 1; note(`duplicated in Parquet: ${eq} seq ${s} ×${n}`); }
-          if (!ack.has(s)) c.unackedPresent++;
-        }
-        for (const s of pgSet) if (!ack.has(s) && !pqCount.has(s)) c.unackedPresent++;
-      }
-      c.deadLetters = await countDeadLetters(kafka, `dead-letters-${tenant}`);
-      if (c.deadLetters !== c.deadLettersExpected) note(`dead letters on the topic: ${c.deadLetters}, expected ${c.deadLettersExpected}`);
-      checks.push(c);
-    }
+    const checks = await checkTenants({ db, kafka, tenants, acked, equipment: p.equipment, base, poisonSent });
 
     const sum = (f: (c: TenantCheck) => number) => checks.reduce((n, c) => n + f(c), 0);
     const recs = faultLog.map((f) => f.recoverMs).filter((x): x is number => x !== null);
@@ -490,9 +477,92 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
     }
     await admin.disconnect().catch(() => {});
     if (!opts.keep) await db.drop().catch(() => {});
+    await pgProxy?.close().catch(() => {});
     if (brokerCtx) await kafkaService.stop(brokerCtx, { force: true }).catch(() => {});
     if (brokerDir) rmSync(brokerDir, { recursive: true, force: true });
   }
+}
+
+export interface CheckInput {
+  db: TestDatabase;
+  kafka: Kafka;
+  tenants: string[];
+  /** acked[tenant index][equipment index] = the acknowledged seqs. */
+  acked: Array<Array<Set<number>>>;
+  equipment: number;
+  /** Reading time of seq 0 (time = base + seq·1 s). */
+  base: number;
+  /** Poison records sent per tenant (dead letters expected). */
+  poisonSent: Map<string, number>;
+}
+
+/**
+ * The independent checker, per tenant and equipment: producer acks vs PostgreSQL rows vs Parquet
+ * rows read back with pyarrow over S3 vs the dead-letter topic (see docs/faults.md, "The checker").
+ */
+export async function checkTenants(o: CheckInput): Promise<TenantCheck[]> {
+  const { db, kafka, tenants, acked, base, poisonSent } = o;
+  const checks: TenantCheck[] = [];
+  for (const [ti, tenant] of tenants.entries()) {
+    const examples: string[] = [];
+    const note = (s: string) => void (examples.length < 10 && examples.push(s));
+    const pgRows = (await db.admin.query<{ equipment_id: string; seq: number; t: string }>(
+      "SELECT equipment_id, vibration::int AS seq, (extract(epoch FROM time) * 1000)::bigint AS t FROM sensor_data_raw WHERE tenant_id = $1 ORDER BY equipment_id, time",
+      [tenant],
+    )).rows;
+    const pq = readS3DatasetWithPyarrow(`millrace-shared/${tenant}/sensor-data/`, s3Settings()).rows;
+    const c: TenantCheck = { tenant, acked: 0, pgRows: pgRows.length, parquetRows: pq.length, missingPg: 0, missingParquet: 0, duplicatedParquet: 0, unackedPresent: 0, foreignRows: 0, inversionsPg: 0, inversionsParquet: 0, deadLetters: 0, deadLettersExpected: poisonSent.get(tenant) ?? 0, examples };
+    const pgBy = new Map<string, number[]>();
+    for (const r of pgRows) {
+      const list = pgBy.get(r.equipment_id) ?? [];
+      if (list.length > 0 && list[list.length - 1]! >= r.seq) {
+        c.inversionsPg++;
+        note(`PG inversion ${r.equipment_id}: seq ${r.seq} after ${list[list.length - 1]} in time order`);
+      }
+      if (Number(r.t) !== base + r.seq * 1000) {
+        c.inversionsPg++; // a row whose sequence does not match its time: out of place, counted with the inversions
+        note(`PG row ${r.equipment_id} seq ${r.seq} has time ${r.t}, expected ${base + r.seq * 1000}`);
+      }
+      list.push(r.seq);
+      pgBy.set(r.equipment_id, list);
+    }
+    const pqBy = new Map<string, Array<{ seq: number; off: number }>>();
+    for (const r of pq) {
+      if (r.tenant_id !== tenant) c.foreignRows++;
+      const list = pqBy.get(r.equipment_id) ?? [];
+      list.push({ seq: Number(r.vibration), off: r.source_offset });
+      pqBy.set(r.equipment_id, list);
+    }
+    for (let e = 0; e < o.equipment; e++) {
+      const eq = eqName(e);
+      const ack = acked[ti]![e]!;
+      c.acked += ack.size;
+      const pgSet = new Set(pgBy.get(eq) ?? []);
+      const pqList = (pqBy.get(eq) ?? []).sort((x, y) => x.off - y.off);
+      const pqCount = new Map<number, number>();
+      for (const [i, r] of pqList.entries()) {
+        pqCount.set(r.seq, (pqCount.get(r.seq) ?? 0) + 1);
+        if (i > 0 && pqList[i - 1]!.seq >= r.seq && pqList[i - 1]!.off !== r.off) {
+          c.inversionsParquet++;
+          note(`Parquet inversion ${eq}: seq ${r.seq} at offset ${r.off} after seq ${pqList[i - 1]!.seq}`);
+        }
+      }
+      for (const s of ack) {
+        if (!pgSet.has(s)) { c.missingPg++; note(`missing in PG: ${eq} seq ${s}`); }
+        if (!pqCount.has(s)) { c.missingParquet++; note(`missing in Parquet: ${eq} seq ${s}`); }
+      }
+      for (const [s, n] of pqCount) {
+        if (n > 1) { c.duplicatedParquet += n - 1; note(`duplicated in Parquet: ${eq} seq ${s} ×${n}`); }
+        if (!ack.has(s)) c.unackedPresent++;
+      }
+      for (const s of pgSet) if (!ack.has(s) && !pqCount.has(s)) c.unackedPresent++;
+    }
+    c.deadLetters = await countDeadLetters(kafka, `dead-letters-${tenant}`);
+    if (c.deadLetters !== c.deadLettersExpected) note(`dead letters on the topic: ${c.deadLetters}, expected ${c.deadLettersExpected}`);
+    checks.push(c);
+  }
+
+  return checks;
 }
 
 /** Distinct dead letters (by the millrace.dlq.id header) on a tenant's dead-letter topic, read from the start (bounded). */

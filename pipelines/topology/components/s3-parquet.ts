@@ -10,6 +10,7 @@ const config = z.strictObject({
   idle_flush: duration({ min: 100 }).prefault("60s").describe("… or when its oldest row has waited this long (wall clock): no reading waits unwritten longer."),
   row_group_rows: integer({ min: 1, max: 1_000_000 }).prefault(4096).describe("Rows per Parquet row group (bounds the encoder's memory)."),
   max_pending_bytes: size({ min: 1024 }).prefault("256MiB").describe("A partition whose files wait to be uploaded beyond this is paused (backpressure); other tenants go on."),
+  multipart_threshold: size({ min: 1 }).prefault("16MiB").describe("Files of at least this many bytes are uploaded as a multipart upload (8 MiB parts), smaller ones with one PutObject."),
   shared_bucket: text().prefault("millrace-shared").describe("Bucket of multi-tenant tenants (each under its own prefix); $MILLRACE_S3_SHARED_BUCKET overrides it."),
   key_prefix: z
     .string()
@@ -42,6 +43,7 @@ export const s3Parquet = defineComponent({
     idleFlushMs: c.idle_flush,
     rowGroupRows: c.row_group_rows,
     maxPendingBytes: c.max_pending_bytes,
+    multipartThreshold: c.multipart_threshold,
     sharedBucket: c.shared_bucket,
     keyPrefix: c.key_prefix,
   }),

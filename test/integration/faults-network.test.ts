@@ -1,0 +1,379 @@
+/**
+ * Network and phase-targeted faults of issue 8, with a protocol-aware TCP proxy
+ * (test/faults/proxy.ts) between a worker process and PostgreSQL and/or S3, and the fault
+ * harness's checker (producer acks vs PostgreSQL vs Parquet read back with pyarrow): per (tenant,
+ * equipment) missing = 0, duplicated = 0, sequence inversions = 0, Parquet rows = PostgreSQL rows.
+ * What each test injects and proves: docs/faults.md ("Network and phase-targeted faults").
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import type { WorkerProcess } from "../helpers/processes.ts";
+import { waitUntil } from "../helpers/wait.ts";
+import type { FaultProxy, HttpRequestHead, PgMessage, ProxyConn, Verdict } from "../faults/proxy.ts";
+import { Rig, totals } from "../faults/rig.ts";
+
+const MIN_PER_PARTITION = 1000;
+let rig: Rig | undefined;
+
+afterEach(async () => {
+  await rig?.close();
+  rig = undefined;
+});
+
+const isBatchCopy = (m: PgMessage) => m.type === "Q" && /^COPY millrace_stage\b/.test(m.text ?? "");
+const isCommit = (m: PgMessage) => m.type === "Q" && m.text === "COMMIT";
+const isRollback = (m: PgMessage) => m.type === "Q" && m.text === "ROLLBACK";
+
+/** Per connection: `batch` while a sink batch's transaction is open (since its COPY); `ending` on its COMMIT/ROLLBACK. */
+function trackBatch(m: PgMessage, c: ProxyConn): void {
+  if (isBatchCopy(m)) c.state.batch = true;
+  if (isCommit(m) || isRollback(m)) {
+    c.state.ending = c.state.batch === true;
+    c.state.batch = false;
+  } else if (m.type === "Q" || m.type === "P") c.state.ending = false;
+}
+
+/** Arm a one-shot fault on a proxy and wait (bounded) until it fired; returns when. */
+async function fire(p: FaultProxy, what: string, arm: (fired: () => void) => void, timeoutMs = 90_000): Promise<number> {
+  let at = 0;
+  arm(() => (at ||= Date.now()));
+  await waitUntil(`the fault "${what}" to fire`, async () => at > 0, timeoutMs, 50);
+  p.hooks = {};
+  return at;
+}
+
+/** Settle and count: producer stopped at ≥ MIN_PER_PARTITION per partition, both sinks at the end, workers stopped. */
+async function settleAndCheck(r: Rig, workers: WorkerProcess[]) {
+  await r.produceAtLeast(MIN_PER_PARTITION);
+  await r.stopProducer();
+  const settleMs = await r.caughtUp("settle", 180_000);
+  for (const w of workers) expect(await r.stopClean(w), `${w.name} exit after SIGTERM (log: ${w.logFile})`).toBe(0);
+  const checks = await r.check();
+  const t = totals(checks);
+  const perPartitionMin = await r.minPerPartition();
+  process.stdout.write(`[faults-network] ${r.o.name}: ${t.acked} acked, ${t.pgRows} PG rows, ${t.parquetRows} Parquet rows, min ${perPartitionMin}/partition, missing ${t.missing}, duplicated ${t.duplicated}, inversions ${t.inversions}, settle ${settleMs} ms\n`);
+  expect(t.examples).toEqual([]);
+  expect(perPartitionMin).toBeGreaterThanOrEqual(MIN_PER_PARTITION);
+  expect(t.missing).toBe(0);
+  expect(t.duplicated).toBe(0);
+  expect(t.inversions).toBe(0);
+  expect(t.foreign).toBe(0);
+  for (const c of checks) expect(c.parquetRows, `tenant ${c.tenant}: Parquet rows = PG rows`).toBe(c.pgRows);
+  return t;
+}
+
+describe("network and phase-targeted faults (issue 8)", () => {
+  it("PostgreSQL connection cut during a COPY and during a COMMIT: the COMMIT's outcome is read back, nothing lost or duplicated", async () => {
+    rig = new Rig({ name: "pg-cuts", tenants: 2, partitions: 2, equipment: 8, perTick: 3, tickMs: 250 });
+    const r = rig;
+    await r.setup();
+    const pgp = await r.pgProxy("pg");
+    // Fence read-backs: the writer's "SELECT next_offset … consumer_offsets" after its ADVANCE found the offset moved.
+    let readBacks = 0;
+    let rollbacksAfterReadBack = 0;
+    const watch = (m: PgMessage, c: ProxyConn): void => {
+      if (m.type === "P" && /^SELECT next_offset FROM millrace\.consumer_offsets/.test(m.text ?? "")) {
+        readBacks++;
+        c.state.readBack = true;
+      }
+      if (isRollback(m) && c.state.readBack) {
+        rollbacksAfterReadBack++;
+        c.state.readBack = false;
+      }
+      trackBatch(m, c);
+    };
+    const idle = { onPgClient: (m: PgMessage, c: ProxyConn) => void watch(m, c) };
+    pgp.hooks = idle;
+    const w = r.startWorker({ pg: pgp });
+    await r.startProducer();
+    await r.caughtUp("first rows through the proxy", 120_000);
+
+    const log: Array<{ fault: string; recoverMs: number }> = [];
+    const inject = async (fault: string, arm: (fired: () => void) => void) => {
+      const at = await fire(pgp, fault, arm);
+      pgp.hooks = idle;
+      await r.caughtUp(`recovery after ${fault}`, 180_000);
+      log.push({ fault, recoverMs: Date.now() - at });
+    };
+
+    // 1. Cut in the middle of a batch's COPY (after its first CopyData): the transaction is lost, retried whole.
+    for (let i = 0; i < 2; i++) {
+      await inject("cut during COPY", (fired) => {
+        pgp.hooks = {
+          onPgClient: (m, c): Verdict | void => {
+            watch(m, c);
+            if (m.type === "d" && c.state.batch && !c.state.copyCut) {
+              c.state.copyCut = true;
+              fired();
+              return "cut";
+            }
+          },
+        };
+      });
+    }
+    // 2. COMMIT reaches the server and commits; its reply is swallowed and the connection cut. The
+    //    retry meets the fence and must read the stored offset back (alreadyCommitted), not guess.
+    const readBacksBefore = readBacks;
+    for (let i = 0; i < 2; i++) {
+      await inject("COMMIT committed, reply lost", (fired) => {
+        pgp.hooks = {
+          onPgClient: (m, c) => void watch(m, c),
+          onPgServer: (m, c): Verdict | void => {
+            if (m.type === "C" && m.text === "COMMIT" && c.state.ending) {
+              fired();
+              return "cut";
+            }
+          },
+        };
+      });
+    }
+    const readBacksOnLostReplies = readBacks - readBacksBefore;
+    // 3. COMMIT never reaches the server (dropped, connection cut): rolled back; the retry stores it.
+    for (let i = 0; i < 1; i++) {
+      await inject("COMMIT lost before the server", (fired) => {
+        pgp.hooks = {
+          onPgClient: (m, c): Verdict | void => {
+            watch(m, c);
+            if (isCommit(m) && c.state.ending) {
+              fired();
+              return "cut";
+            }
+          },
+        };
+      });
+    }
+    // 4. COMMIT forwarded and the connection cut right after: the outcome is unknown to everyone but the server.
+    for (let i = 0; i < 1; i++) {
+      await inject("COMMIT forwarded, connection cut", (fired) => {
+        pgp.hooks = {
+          onPgClient: (m, c): Verdict | void => {
+            watch(m, c);
+            if (isCommit(m) && c.state.ending) {
+              fired();
+              return "forward-then-cut";
+            }
+          },
+        };
+      });
+    }
+    // 5. The Parquet sink's mark (manifest uploaded + sink offset) loses its COMMIT reply too.
+    await inject("Parquet mark COMMIT reply lost", (fired) => {
+      pgp.hooks = {
+        onPgClient: (m, c) => {
+          watch(m, c);
+          if (m.type === "P" && /FROM millrace\.parquet_files WHERE topic = \$1 AND partition = \$2 AND first_offset = \$3 FOR UPDATE/.test(m.text ?? "")) c.state.mark = true;
+        },
+        onPgServer: (m, c): Verdict | void => {
+          if (m.type === "C" && m.text === "COMMIT" && c.state.mark) {
+            fired();
+            return "cut";
+          }
+        },
+      };
+    });
+
+    process.stdout.write(`[faults-network] pg-cuts: ${JSON.stringify(log)}; fence read-backs ${readBacks} (${readBacksOnLostReplies} after the lost replies), rollbacks after a read-back ${rollbacksAfterReadBack}, proxy ${JSON.stringify(pgp.stats)}\n`);
+    // Every lost COMMIT reply was resolved by reading the stored offset back, and no batch was fenced
+    // (one worker: a fence here would mean the outcome had been misread).
+    expect(readBacksOnLostReplies).toBeGreaterThanOrEqual(2);
+    expect(rollbacksAfterReadBack).toBeGreaterThanOrEqual(2);
+    await settleAndCheck(r, [w]);
+    expect(r.logLines(w, /batch fenced|Parquet file fenced/)).toEqual([]);
+  }, 900_000);
+
+  it("kill -9 aimed at each phase: before/during/after a COPY, before/after COMMIT, during a Parquet upload, after an upload before the offsets, mid multipart upload", async () => {
+    rig = new Rig({ name: "phase-kills", tenants: 2, partitions: 2, equipment: 8, perTick: 3, tickMs: 250 });
+    const r = rig;
+    await r.setup();
+    // Every file a multipart upload (a 1-byte threshold: one part per file) for the multipart phases.
+    const multipart = r.writeTopology([[/max_pending_bytes: 256MiB/, "max_pending_bytes: 256MiB\n    multipart_threshold: 1"]]);
+    const pgp = await r.pgProxy("pg");
+    const s3p = await r.s3Proxy("s3");
+    // Every object write seen on the wire: key → the whole-object SHA-256s sent (x-amz-meta-sha256).
+    const contents = new Map<string, Set<string>>();
+    const requests = { put: 0, createMultipart: 0, uploadPart: 0, complete: 0 };
+    const recordS3 = (h: HttpRequestHead) => {
+      const [path = "", query = ""] = h.path.split("?");
+      if (h.method === "PUT" && /partNumber=/.test(query)) requests.uploadPart++;
+      else if (h.method === "POST" && /uploadId=/.test(query)) requests.complete++;
+      const sha = h.headers["x-amz-meta-sha256"];
+      if ((h.method === "PUT" && !/partNumber=/.test(query)) || (h.method === "POST" && /(^|&)uploads(=|&|$)/.test(query))) {
+        if (h.method === "PUT") requests.put++;
+        else requests.createMultipart++;
+        if (sha) contents.set(path, (contents.get(path) ?? new Set()).add(sha));
+      }
+    };
+    const idle = () => {
+      pgp.hooks = { onPgClient: (m, c) => void trackBatch(m, c) };
+      s3p.hooks = { onHttpRequest: (h) => void recordS3(h) };
+    };
+    idle();
+    let w = r.startWorker({ pg: pgp, s3: s3p });
+    await r.startProducer();
+    await r.caughtUp("first rows through the proxies", 120_000);
+
+    const log: Array<{ phase: string; recoverMs: number }> = [];
+    let incompleteAtKill = 0;
+    const killAt = async (phase: string, arm: (kill: () => void) => void, next: { topology?: string } = {}, atKill?: () => Promise<void>) => {
+      const victim = w;
+      const at = await fire(pgp, phase, (fired) =>
+        arm(() => {
+          victim.kill("SIGKILL");
+          fired();
+        }),
+      );
+      idle();
+      await victim.exited;
+      if (atKill) await atKill();
+      w = r.startWorker({ pg: pgp, s3: s3p, ...next });
+      await r.caughtUp(`recovery after kill -9 ${phase}`, 150_000);
+      log.push({ phase, recoverMs: Date.now() - at });
+    };
+    const onPg = (pick: (m: PgMessage, c: ProxyConn) => Verdict | undefined) => (kill: () => void) => {
+      pgp.hooks = {
+        onPgClient: (m, c) => {
+          trackBatch(m, c);
+          const v = pick(m, c);
+          if (v) kill();
+          return v;
+        },
+      };
+    };
+    await killAt("before a COPY", onPg((m) => (isBatchCopy(m) ? "drop" : undefined)));
+    await killAt("during a COPY", onPg((m, c) => (m.type === "d" && c.state.batch ? "drop" : undefined)));
+    // CopyDone forwarded: the server finishes the COPY; the worker is gone before moving the rows.
+    await killAt("after a COPY", onPg((m, c) => (m.type === "c" && c.state.batch ? "forward" : undefined)));
+    await killAt("before the database COMMIT", onPg((m, c) => (isCommit(m) && c.state.ending ? "drop" : undefined)));
+    await killAt("after the database COMMIT", (kill) => {
+      pgp.hooks = {
+        onPgClient: (m, c) => void trackBatch(m, c),
+        onPgServer: (m, c) => {
+          if (m.type === "C" && m.text === "COMMIT" && c.state.ending) {
+            kill(); // committed; the worker dies before it learns so (no Kafka commit, no Parquet append)
+            return "drop";
+          }
+        },
+      };
+    });
+    // The Parquet object is uploaded and verified; killed as markUploaded starts (manifest + sink offset not committed).
+    await killAt("after an upload, before the offsets are committed", onPg((m) => (m.type === "P" && /FROM millrace\.parquet_files WHERE topic = \$1 AND partition = \$2 AND first_offset = \$3 FOR UPDATE/.test(m.text ?? "") ? "drop" : undefined)));
+    const onS3 = (pick: (h: HttpRequestHead) => boolean) => (kill: () => void) => {
+      s3p.hooks = {
+        onHttpRequest: (h) => {
+          recordS3(h);
+          if (!pick(h)) return;
+          kill();
+          return "drop";
+        },
+      };
+    };
+    const isParquet = (h: HttpRequestHead) => /\.parquet(\?|$)/.test(h.path);
+    // The next worker uploads everything multipart (so the following phases can aim at a multipart upload).
+    await killAt("during a Parquet PutObject", onS3((h) => h.method === "PUT" && isParquet(h) && !h.path.includes("partNumber=")), { topology: multipart });
+    const checkIncomplete = async () => void (incompleteAtKill += (await r.incompleteUploads()).length);
+    await killAt("mid multipart upload (at UploadPart)", onS3((h) => h.method === "PUT" && isParquet(h) && h.path.includes("partNumber=")), { topology: multipart }, checkIncomplete);
+    await killAt("mid multipart upload (at CompleteMultipartUpload)", onS3((h) => h.method === "POST" && isParquet(h) && h.path.includes("uploadId=")), {}, checkIncomplete);
+
+    const twoContents = [...contents].filter(([, shas]) => shas.size > 1).map(([k]) => k);
+    const incompleteAfter = await r.incompleteUploads();
+    process.stdout.write(`[faults-network] phase-kills: ${JSON.stringify(log)}; S3 requests ${JSON.stringify(requests)}, keys written ${contents.size}, incomplete uploads at the kills ${incompleteAtKill}, after ${incompleteAfter.length}\n`);
+    expect(log.length).toBe(9);
+    expect(requests.createMultipart).toBeGreaterThan(0);
+    expect(incompleteAtKill, "the multipart kills left incomplete uploads behind (the fault really happened)").toBeGreaterThanOrEqual(2);
+    await settleAndCheck(r, [w]);
+    expect(twoContents, "keys uploaded with two different contents").toEqual([]);
+    expect(await r.incompleteUploads(), "incomplete multipart uploads left (ListMultipartUploads)").toEqual([]);
+  }, 900_000);
+
+  it("S3 unavailable for a minute: PostgreSQL ingestion of every tenant goes on, Parquet catches up by itself, nothing lost", async () => {
+    rig = new Rig({ name: "s3-outage", tenants: 2, partitions: 2, equipment: 8, perTick: 2, tickMs: 250 });
+    const r = rig;
+    await r.setup();
+    const s3p = await r.s3Proxy("s3");
+    const w = r.startWorker({ s3: s3p });
+    await r.startProducer();
+    await r.caughtUp("first rows", 120_000);
+    const port = Number(await waitUntil("the worker's metrics port", async () => r.logLines(w, /metrics and health endpoints listening/)[0]?.port, 60_000));
+    const readyz = async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+      return { status: res.status, body: (await res.json()) as { why: string[] } };
+    };
+
+    const OUTAGE_MS = 60_000;
+    const atDown = await r.snapshot();
+    const pqAtDown = await r.stored("parquet");
+    const at = Date.now();
+    s3p.refuse(OUTAGE_MS); // like a stopped server: every new connection is reset
+    s3p.cutAll();
+    // While S3 is down: every tenant's rows keep reaching PostgreSQL (strictly past where the topics ended at the outage's start).
+    await waitUntil("PostgreSQL past the outage's start for every tenant, during the outage", () => r.reached(atDown, ["pg"], r.topics, true), OUTAGE_MS - 10_000, 250);
+    const pgProgressMs = Date.now() - at;
+    const notReady = await waitUntil("readiness to report the failing uploads", async () => {
+      const x = await readyz();
+      return x.status === 503 && x.body.why.some((y) => y.includes("Parquet uploads")) ? x : undefined;
+    }, OUTAGE_MS - (Date.now() - at) - 2_000, 500);
+    expect(s3p.refusing, "still inside the outage").toBe(true);
+    const pqDuring = await r.stored("parquet");
+    expect(pqDuring, "no Parquet file could be stored while S3 was down").toEqual(pqAtDown);
+    await waitUntil("the end of the outage", async () => !s3p.refusing, OUTAGE_MS + 5_000, 250);
+    const upAt = Date.now();
+    const recoverMs = await r.caughtUp("recovery after the S3 outage", 180_000);
+    await waitUntil("readiness to recover", async () => (await readyz()).status === 200, 60_000, 500);
+    process.stdout.write(`[faults-network] s3-outage: ${OUTAGE_MS} ms down, connections refused ${s3p.stats.refused}, PG past the outage start after ${pgProgressMs} ms, not ready: ${notReady.body.why.length} reasons, caught up ${recoverMs} ms after S3 came back (${Date.now() - upAt} ms incl. readiness)\n`);
+    expect(s3p.stats.refused).toBeGreaterThan(0);
+    await settleAndCheck(r, [w]);
+  }, 600_000);
+
+  it("a zombie worker (SIGSTOPped holding a batch whose rows are written but not committed, past its session timeout) is fenced on resume; the new owner is not blocked by its locks", async () => {
+    rig = new Rig({ name: "zombie", tenants: 2, partitions: 2, equipment: 8, perTick: 3, tickMs: 250 });
+    const r = rig;
+    await r.setup();
+    const pgp = await r.pgProxy("pg");
+    pgp.hooks = { onPgClient: (m, c) => void trackBatch(m, c) };
+    const zombie = r.startWorker({ pg: pgp });
+    const other = r.startWorker();
+    await r.startProducer();
+    await r.caughtUp("first rows", 120_000);
+    await waitUntil("both workers to hold partitions", async () => {
+      const a = r.logLines(zombie, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
+      const b = r.logLines(other, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
+      return a && b && Object.values(a).flat().length > 0 && Object.values(b).flat().length > 0;
+    }, 120_000, 500);
+
+    let zconn = -1;
+    const zconnSent: string[] = [];
+    let zconnServerClosed = false;
+    // Frozen right after its batch's rows were moved into sensor_data_raw (uncommitted: their keys
+    // are locked) and before the fence: no heartbeats, no writes, its transaction left open.
+    const stoppedAt = await fire(pgp, "SIGSTOP of a worker holding a written, uncommitted batch", (fired) => {
+      pgp.hooks = {
+        onPgClient: (m, c) => {
+          trackBatch(m, c);
+          if (zconn < 0 && c.state.batch && m.type === "Q" && m.text === "RELEASE SAVEPOINT millrace_batch") {
+            zombie.kill("SIGSTOP");
+            zconn = c.id;
+            c.state.onServerEnd = () => (zconnServerClosed = true);
+            fired();
+          }
+        },
+      };
+    });
+    pgp.hooks = {
+      onPgClient: (m, c) => {
+        trackBatch(m, c);
+        if (c.id === zconn && (m.type === "Q" || m.type === "P")) zconnSent.push((m.text ?? "").slice(0, 40));
+      },
+    };
+    const atStop = await r.snapshot();
+    // The group rebalances after the session timeout (10 s); the other worker takes over and stores
+    // past this point in both sinks, although the zombie's transaction held locks on the same keys.
+    await waitUntil("the new owner to store past the zombie's batch", () => r.reached(atStop, ["pg"], r.topics, true), 120_000, 250);
+    await waitUntil("Parquet past the zombie's batch", () => r.reached(atStop, ["parquet"]), 120_000, 250);
+    const takeoverMs = Date.now() - stoppedAt;
+    zombie.kill("SIGCONT");
+    const fenced = await waitUntil("the zombie's batch to be fenced", async () => r.logLines(zombie, /batch fenced/)[0], 90_000, 250);
+    process.stdout.write(`[faults-network] zombie: frozen ${takeoverMs} ms until the new owner was past it in both sinks; the zombie's connection afterwards sent ${JSON.stringify(zconnSent)}, closed by the server: ${zconnServerClosed}; fenced: ${String(fenced.err)}\n`);
+    expect(zconnSent, "the zombie's batch transaction was never committed").not.toContain("COMMIT");
+    await r.caughtUp("after the zombie rejoined", 120_000);
+    await settleAndCheck(r, [zombie, other]);
+  }, 600_000);
+});
