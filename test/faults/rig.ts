@@ -73,7 +73,7 @@ export class Rig {
     this.admin = this.kafka.admin();
     await this.admin.connect();
     for (const t of this.tenants) {
-      await waitUntil(`tenant ${t.slice(0, 8)} provisioned`, async () => (await createTenant(this.db.admin, this.admin, { tenantId: t, name: `faults-${t.slice(0, 6)}`, partitions: this.o.partitions }), true), 60_000, 500);
+      await waitUntil(`tenant ${t.slice(0, 8)} provisioned`, async () => (await createTenant(this.db.admin, this.admin, { tenantId: t, name: `faults-${t.slice(0, 6)}`, tier: "enterprise", partitions: this.o.partitions }), true), 60_000, 500);
     }
     this.schemaId = await registerSensorSchema(this.topics[0]!);
     this.topology = this.writeTopology(this.o.topologyEdits ?? []);
