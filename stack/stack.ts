@@ -4,6 +4,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { savedPorts } from "./context.ts";
 import { ensureDir } from "./process.ts";
 import { services } from "./services.ts";
 import type { ServiceStatus, StackContext, StackService } from "./types.ts";
@@ -38,6 +39,20 @@ export function formatEnv(env: Record<string, string>): string {
 export async function stackUp(ctx: StackContext, names?: string[]): Promise<Record<string, string>> {
   ensureDir(ctx.stateDir);
   const chosen = pick(names);
+  // Services already running here listen on the ports they were started with: bringing the stack
+  // "up" on other ports would find their pids alive and could take another stack's ports for them.
+  const saved = savedPorts(ctx.stateDir);
+  const moved = (Object.keys(saved) as Array<keyof typeof saved>).filter((k) => saved[k] !== ctx.ports[k]);
+  if (moved.length > 0) {
+    const running = (await Promise.all(services.map(async (s) => ((await s.status(ctx)).running ? s.name : undefined)))).filter((n) => n !== undefined);
+    if (running.length > 0) {
+      throw new Error(
+        `the stack in ${ctx.stateDir} runs on other ports (${moved.map((k) => `${k} ${saved[k]}, not ${ctx.ports[k]}`).join("; ")}) and ${running.join(", ")} ${running.length === 1 ? "is" : "are"} running: ` +
+          "unset the MILLRACE_STACK_*_PORT variables to use it as it is, or stop it first (./millrace stack down) to move it",
+      );
+    }
+  }
+  writeFileSync(join(ctx.stateDir, "ports.json"), `${JSON.stringify(ctx.ports)}\n`);
   for (const s of chosen) {
     const t0 = Date.now();
     ctx.log(`stack: ${s.name}: installing (cached after the first time)…`);
