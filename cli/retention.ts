@@ -49,6 +49,15 @@ export function registerRetentionCommands(program: Command): void {
         env: process.env,
         progress: o.quiet ? undefined : (l) => process.stderr.write(`${l}\n`),
       };
+      if (o.tenant && o.tenant.length > 0) {
+        const known = await db.query<{ tenant_id: string }>("SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1::uuid[])", [o.tenant]);
+        const missing = o.tenant.filter((t) => !known.rows.some((r) => r.tenant_id === t));
+        if (missing.length > 0) {
+          await db.end();
+          s3.destroy();
+          throw new Error(`tenant ${missing.join(", ")} does not exist (./millrace tenants list)`);
+        }
+      }
       const pass = async () => {
         const s = await runRetention(ctx, { dryRun: o.dryRun, tenantIds: o.tenant });
         process.stdout.write(`${formatRetentionSummary(s)}\n`);

@@ -230,6 +230,7 @@ export function registerRulesCommands(program: Command): void {
     .option("--disable", "switch the default rule <id> off for this tenant")
     .option("--enable", "switch a rule back on")
     .action(async (o: { tenant: string; topology: string; id: string } & Omit<RuleFlags, "levels"> & Partial<Record<Severity, string>>) => {
+      if (o.enable && o.disable) throw new InvalidArgumentError("--enable and --disable contradict each other: give one");
       const levels: Partial<Record<Severity, string>> = {};
       for (const s of SEVERITIES) if (o[s] !== undefined) levels[s] = o[s];
       const flags: RuleFlags = { ...o, levels: Object.keys(levels).length > 0 ? levels : undefined };

@@ -1,5 +1,5 @@
 /** `millrace stack up|down|status|env|logs`: the local stack of real services. */
-import type { Command } from "commander";
+import { InvalidArgumentError, type Command } from "commander";
 import { stackContext } from "../stack/context.ts";
 import { envFile, formatEnv, stackDown, stackEnv, stackLogs, stackStatus, stackUp } from "../stack/stack.ts";
 
@@ -50,8 +50,11 @@ export function registerStackCommands(program: Command): void {
     .command("logs")
     .description("print the end of a service's log")
     .argument("<service>", "kafka, registry, postgres or s3")
-    .option("-n, --lines <n>", "lines to show", "100")
-    .action((name: string, opts: { lines: string }) => {
-      process.stdout.write(`${stackLogs(stackContext(), name, Number.parseInt(opts.lines, 10))}\n`);
+    .option("-n, --lines <n>", "lines to show (a positive integer)", (v: string) => {
+      if (!/^[1-9]\d*$/.test(v)) throw new InvalidArgumentError(`--lines must be a positive integer, got ${JSON.stringify(v)}`);
+      return Number(v);
+    }, 100)
+    .action((name: string, opts: { lines: number }) => {
+      process.stdout.write(`${stackLogs(stackContext(), name, opts.lines)}\n`);
     });
 }

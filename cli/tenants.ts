@@ -32,6 +32,14 @@ function oneOf<T extends string>(names: readonly string[], what: string): (v: st
   };
 }
 
+function nonBlank(what: string): (v: string) => string {
+  return (v) => {
+    const t = v.trim();
+    if (t === "") throw new InvalidArgumentError(`${what} must not be empty`);
+    return t;
+  };
+}
+
 function tenantIdArg(v: string): string {
   try {
     return parseTenantId(v);
@@ -83,7 +91,7 @@ export function registerTenantCommands(program: Command): void {
   cmd
     .command("create")
     .description("create a tenant (row, topics, storage); a rerun with the same --tenant-id completes a partial create")
-    .requiredOption("--name <name>", "tenant name")
+    .requiredOption("--name <name>", "tenant name", nonBlank("--name"))
     .option("--tier <tier>", "basic | professional | enterprise (default basic)", oneOf<Tier>(TIER_NAMES, "--tier"))
     .option("--deployment <type>", "multi-tenant | single-tenant | hybrid (default multi-tenant)", oneOf<DeploymentType>(DEPLOYMENTS, "--deployment"))
     .option("--bucket <bucket>", "dedicated bucket (single-tenant, or hybrid choosing dedicated storage)")
@@ -146,7 +154,7 @@ export function registerTenantCommands(program: Command): void {
     .command("update")
     .description("change name, tier, equipment limit or retention (a new tier brings its limits unless given)")
     .argument("<id>", "tenant id", tenantIdArg)
-    .option("--name <name>", "new name")
+    .option("--name <name>", "new name", nonBlank("--name"))
     .option("--tier <tier>", "basic | professional | enterprise", oneOf<Tier>(TIER_NAMES, "--tier"))
     .option("--max-equipment <n>", "equipment limit", positiveInt)
     .option("--retention-days <n|unlimited>", "retention in days, or unlimited", retentionArg)
