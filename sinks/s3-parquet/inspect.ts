@@ -24,7 +24,15 @@ async function getRange(s3: S3Client, bucket: string, key: string, start: number
 }
 
 export async function readObjectFooter(s3: S3Client, bucket: string, key: string): Promise<ObjectFooter> {
-  const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+  const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key })).catch((err: unknown) => {
+    // A 404 to HEAD has no body, so the SDK's own message is just "UnknownError".
+    const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status === 404 || (err as Error).name === "NotFound" || (err as Error).name === "NoSuchBucket") {
+      throw new Error(`no object s3://${bucket}/${key} (wrong key or bucket? list a tenant's files with: ./millrace parquet ls --tenant <id>)`, { cause: err });
+    }
+    if (status === 403) throw new Error(`access to s3://${bucket}/${key} is denied (HTTP 403): check the S3 credentials`, { cause: err });
+    throw err;
+  });
   const size = head.ContentLength ?? 0;
   if (size < 12) throw new Error(`s3://${bucket}/${key} has ${size} bytes: not a Parquet file`);
   let tail = await getRange(s3, bucket, key, Math.max(0, size - TAIL), size - 1);
