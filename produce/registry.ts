@@ -9,13 +9,11 @@
 import type avro from "avsc";
 import { SchemaRegistry, SchemaType } from "@kafkajs/confluent-schema-registry";
 import { requireEnv } from "../lib/env.ts";
-import { withCompatibilityRepair } from "../lib/registry-repair.ts";
+import { withCompatibilityRepair, type Registrar } from "../lib/registry-repair.ts";
 import { parseAvroSchema, SENSOR_READING_SCHEMA_TEXT, SENSOR_READING_SUBJECT_SUFFIX } from "../schemas/index.ts";
 
 /** What {@link registerSensorSchema} needs of a registry client (a SchemaRegistry, or a fake in tests). */
-export interface SchemaRegistrar {
-  register(schema: { type: SchemaType.AVRO; schema: string }, opts: { subject: string }): Promise<{ id: number }>;
-}
+export type SchemaRegistrar = Registrar;
 
 /** TopicNameStrategy: the value subject of a topic. */
 export function sensorSubject(topic: string): string {

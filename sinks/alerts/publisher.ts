@@ -16,6 +16,7 @@
  * After a batch is marked published, `onPublished` gets its events (webhooks): fire-and-forget,
  * it cannot slow or fail publishing.
  */
+import type { Registrar } from "../../lib/registry-repair.ts";
 import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 import { OutboxPump } from "../outbox/pump.ts";
 import { SchemaType } from "@kafkajs/confluent-schema-registry";
@@ -28,9 +29,7 @@ import type { AlertEvent } from "../../schemas/generated.ts";
 import { ALERT_EVENT_SCHEMA_TEXT, alertEventType, alertSubject, AlertEncodeError, encodeAlertEvent, type AlertRecord } from "./encode.ts";
 
 /** What the publisher needs of a schema registry client (a SchemaRegistry, or a fake). */
-export interface AlertSchemaRegistrar {
-  register(schema: { type: SchemaType.AVRO; schema: string }, opts: { subject: string }): Promise<{ id: number }>;
-}
+export type AlertSchemaRegistrar = Registrar;
 
 /** Advisory lock class 'alrt': the single active publisher. */
 const PUBLISH_LOCK = [0x616c7274, 0] as const;

@@ -299,6 +299,33 @@ export interface StaleUpload {
   initiated: Date | undefined;
 }
 
+/** Abort the incomplete multipart uploads under `prefix` that `select` picks (every page listed). */
+async function abortIncompleteUploads(s3: S3Client, bucket: string, prefix: string, select: (u: StaleUpload) => boolean, policy: RetryPolicy): Promise<StaleUpload[]> {
+  const aborted: StaleUpload[] = [];
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  for (let page = 0; page < 100_000; page++) {
+    const res = await retry(
+      () => s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
+      policy,
+      { retriable: isRetriableS3Error },
+    );
+    for (const u of res.Uploads ?? []) {
+      if (!u.Key || !u.UploadId) continue;
+      const upload = { key: u.Key, uploadId: u.UploadId, initiated: u.Initiated };
+      if (!select(upload)) continue;
+      const err = await abortUpload(s3, bucket, u.Key, u.UploadId, policy);
+      if (err !== undefined) throw new S3UploadError(`AbortMultipartUpload s3://${bucket}/${u.Key} (${u.UploadId}) failed: ${describeError(err)}`, { bucket, key: u.Key, operation: "AbortMultipartUpload", retriable: isRetriableS3Error(err), statusCode: s3StatusCode(err), strandedUploadId: u.UploadId, cause: err });
+      aborted.push(upload);
+    }
+    if (!res.IsTruncated) break;
+    keyMarker = res.NextKeyMarker;
+    uploadIdMarker = res.NextUploadIdMarker;
+    if (keyMarker === undefined && uploadIdMarker === undefined) break;
+  }
+  return aborted;
+}
+
 /**
  * Abort the incomplete multipart uploads under `prefix` started more than `olderThanMs` ago (default
  * 15 minutes, so a live worker's upload in progress is left alone; 0 aborts all). For startup
@@ -311,29 +338,7 @@ export async function abortStaleUploads(
   opts: { olderThanMs?: number; nowMs?: number; retry?: RetryPolicy } = {},
 ): Promise<StaleUpload[]> {
   const cutoff = (opts.nowMs ?? Date.now()) - (opts.olderThanMs ?? 15 * 60_000);
-  const policy = opts.retry ?? defaultUploadRetry;
-  const aborted: StaleUpload[] = [];
-  let keyMarker: string | undefined;
-  let uploadIdMarker: string | undefined;
-  for (let page = 0; page < 100_000; page++) {
-    const res = await retry(
-      () => s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
-      policy,
-      { retriable: isRetriableS3Error },
-    );
-    for (const u of res.Uploads ?? []) {
-      if (!u.Key || !u.UploadId) continue;
-      if (opts.olderThanMs !== 0 && u.Initiated !== undefined && u.Initiated.getTime() > cutoff) continue;
-      const err = await abortUpload(s3, bucket, u.Key, u.UploadId, policy);
-      if (err !== undefined) throw new S3UploadError(`AbortMultipartUpload s3://${bucket}/${u.Key} (${u.UploadId}) failed: ${describeError(err)}`, { bucket, key: u.Key, operation: "AbortMultipartUpload", retriable: isRetriableS3Error(err), statusCode: s3StatusCode(err), strandedUploadId: u.UploadId, cause: err });
-      aborted.push({ key: u.Key, uploadId: u.UploadId, initiated: u.Initiated });
-    }
-    if (!res.IsTruncated) break;
-    keyMarker = res.NextKeyMarker;
-    uploadIdMarker = res.NextUploadIdMarker;
-    if (keyMarker === undefined && uploadIdMarker === undefined) break;
-  }
-  return aborted;
+  return await abortIncompleteUploads(s3, bucket, prefix, (u) => opts.olderThanMs === 0 || u.initiated === undefined || u.initiated.getTime() <= cutoff, opts.retry ?? defaultUploadRetry);
 }
 
 /**
@@ -345,25 +350,5 @@ export async function abortStaleUploads(
  * range) fails to complete and is retried; its bytes are the same. Returns the upload ids aborted.
  */
 export async function abortUploadsOfKey(s3: S3Client, bucket: string, key: string, policy: RetryPolicy = defaultUploadRetry): Promise<string[]> {
-  const aborted: string[] = [];
-  let keyMarker: string | undefined;
-  let uploadIdMarker: string | undefined;
-  for (let page = 0; page < 1000; page++) {
-    const res = await retry(
-      () => s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
-      policy,
-      { retriable: isRetriableS3Error },
-    );
-    for (const u of res.Uploads ?? []) {
-      if (u.Key !== key || !u.UploadId) continue;
-      const err = await abortUpload(s3, bucket, key, u.UploadId, policy);
-      if (err !== undefined) throw new S3UploadError(`AbortMultipartUpload s3://${bucket}/${key} (${u.UploadId}) failed: ${describeError(err)}`, { bucket, key, operation: "AbortMultipartUpload", retriable: isRetriableS3Error(err), statusCode: s3StatusCode(err), strandedUploadId: u.UploadId, cause: err });
-      aborted.push(u.UploadId);
-    }
-    if (!res.IsTruncated) break;
-    keyMarker = res.NextKeyMarker;
-    uploadIdMarker = res.NextUploadIdMarker;
-    if (keyMarker === undefined && uploadIdMarker === undefined) break;
-  }
-  return aborted;
+  return (await abortIncompleteUploads(s3, bucket, key, (u) => u.key === key, policy)).map((u) => u.uploadId);
 }
