@@ -128,6 +128,8 @@ export class BatchProcessor {
           ? { tenantId: src.tenantId, status: "active" as const, retentionDays: null, maxEquipment: Number.MAX_SAFE_INTEGER }
           : this.tenants.get(src.tenantId);
     let firstTimestamp: number | null = null;
+    // One validation context for the chunk, its offset set per record (no object per record).
+    const ctx = { topicTenantId: src.tenantId ?? "", tenant, offset: 0, now };
     for (const m of messages) {
       const offset = Number(m.offset);
       if (src.tenantId === null) {
@@ -139,7 +141,8 @@ export class BatchProcessor {
         deadLetters.push(deadLetterOf(m, src, { stage: "decode", reason: decoded.reason, message: decoded.message, schemaId: decoded.schemaId }));
         continue;
       }
-      const v = validateReading(decoded.value, { topicTenantId: src.tenantId, tenant, offset, now }, validateOpts);
+      ctx.offset = offset;
+      const v = validateReading(decoded.value, ctx, validateOpts);
       if (!v.ok) {
         deadLetters.push(deadLetterOf(m, src, { stage: "validate", reason: v.reason, message: v.message, schemaId: decoded.schemaId }));
         continue;
