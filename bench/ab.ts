@@ -6,6 +6,8 @@
  *   git archive <base> | tar -x -C /tmp/base && ln -s $PWD/node_modules /tmp/base/node_modules
  *   node --import tsx bench/ab.ts --roots /tmp/base,. --records 300000 --rounds 3 [--pg-only]
  *
+ * A root may carry node flags for its worker after `@`, space-separated: `.@--max-semi-space-size=32`.
+ *
  * Prints one JSON line per drain and a summary (median records/s per root, ratio to the first).
  */
 import { randomBytes } from "node:crypto";
@@ -35,7 +37,10 @@ const { values } = parseArgs({
     "cpu-prof": { type: "string" },
   },
 });
-const roots = values.roots!.split(",").map((r) => resolve(r));
+const variants = values.roots!.split(",");
+const roots = variants.map((v) => resolve(v.split("@")[0]!));
+const flagsOf = (i: number) => (variants[i]!.split("@")[1] ?? "").split(" ").filter(Boolean);
+const names = variants.map((v, i) => (v.includes("@") ? `${roots[i]}@${v.split("@")[1]}` : roots[i]!));
 const records = Number(values.records);
 const rounds = Number(values.rounds);
 const runId = randomBytes(4).toString("hex");
@@ -52,7 +57,7 @@ function topologyFor(root: string, pgOnly: boolean): string {
       if (typeof c.schema === "string" && !c.schema.startsWith("/")) c.schema = join(root, c.schema);
     }
   }
-  const file = join(workDir, `topology-${roots.indexOf(root)}.yaml`);
+  const file = join(workDir, `topology-${randomBytes(3).toString("hex")}.yaml`);
   writeFileSync(file, stringifyYaml(doc));
   return file;
 }
@@ -65,7 +70,7 @@ const fx = makeFixture({ count: records, tenants: Number(values.tenants), seed: 
 const setupDb = await createBenchDatabase("ab_setup");
 const topics: string[] = [];
 const groups: string[] = [];
-const results: Array<{ root: string; round: number; drain: DrainResult; rows: number; checksum: string }> = [];
+const results: Array<{ variant: number; root: string; round: number; drain: DrainResult; rows: number; checksum: string }> = [];
 try {
   for (const t of fx.tenants) {
     await createTenant(setupDb.admin, admin, { tenantId: t, name: `ab ${t.slice(0, 8)}`, partitions: Number(values.partitions), retentionDays: 30, maxEquipment: 10_000 });
@@ -80,8 +85,8 @@ try {
   const end = await endOffsets(admin, sensorTopics);
   if (sumOffsets(end) !== records) throw new Error(`topics hold ${sumOffsets(end)}, expected ${records}`);
   for (let round = 0; round < rounds; round++) {
-    for (const root of roots) {
-      const i = roots.indexOf(root);
+    for (let i = 0; i < roots.length; i++) {
+      const root = roots[i]!;
       const db: BenchDatabase = await createBenchDatabase(`ab${i}`);
       const bucket = `millrace-ab-${runId}-${round}-${i}`;
       if (!values["pg-only"]) await createBucket(s3, bucket);
@@ -90,7 +95,7 @@ try {
       try {
         await insertTenants(db.admin, fx.tenants);
         const logFile = join(workDir, `worker-${round}-${i}.log`);
-        const nodeArgs = values["cpu-prof"] ? ["--cpu-prof", `--cpu-prof-dir=${join(values["cpu-prof"], `${round}-${i}`)}`] : [];
+        const nodeArgs = [...flagsOf(i), ...(values["cpu-prof"] ? ["--cpu-prof", `--cpu-prof-dir=${join(values["cpu-prof"], `${round}-${i}`)}`] : [])];
         const loader = pathToFileURL(join(root, "node_modules", "tsx", "dist", "loader.mjs")).href;
         const spawnedAt = Date.now();
         const child = spawnLogged(
@@ -112,9 +117,9 @@ try {
         try {
           const drain = await measureDrain({ worker: { child, group, metricsPort: 0 }, pool: db.admin, dbName: db.name, end, pollMs: 50, timeoutMs: 600_000, spawnedAt });
           const cs = await tableChecksum(db.admin);
-          results.push({ root, round, drain, rows: cs.rows, checksum: cs.checksum });
+          results.push({ variant: i, root, round, drain, rows: cs.rows, checksum: cs.checksum });
           const rss = drain.rssSamples.map((s) => Math.round(s.bytes / 2 ** 20));
-          console.log(JSON.stringify({ root, round, rps: Math.round(drain.recordsPerSecond), steady: Math.round(drain.steadyRecordsPerSecond), seconds: drain.seconds, workerCpuPerM: drain.cpu.perMillionRecords.worker, pgCpuPerM: drain.cpu.perMillionRecords.postgresCluster, peakRssMiB: Math.round((drain.peakRssBytes ?? 0) / 2 ** 20), rssMiB: rss, background: drain.backgroundCores, rows: cs.rows, checksum: cs.checksum }));
+          console.log(JSON.stringify({ root: names[i], round, rps: Math.round(drain.recordsPerSecond), steady: Math.round(drain.steadyRecordsPerSecond), seconds: drain.seconds, workerCpuPerM: drain.cpu.perMillionRecords.worker, pgCpuPerM: drain.cpu.perMillionRecords.postgresCluster, peakRssMiB: Math.round((drain.peakRssBytes ?? 0) / 2 ** 20), rssMiB: rss, background: drain.backgroundCores, rows: cs.rows, checksum: cs.checksum }));
         } finally {
           child.child.kill("SIGTERM");
           await waitExit(child, 30_000);
@@ -132,12 +137,12 @@ try {
   await admin.disconnect();
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const base = median(results.filter((r) => r.root === roots[0]).map((r) => r.drain.recordsPerSecond));
-for (const root of roots) {
-  const rs = results.filter((r) => r.root === root);
+const base = median(results.filter((r) => r.variant === 0).map((r) => r.drain.recordsPerSecond));
+for (let i = 0; i < roots.length; i++) {
+  const rs = results.filter((r) => r.variant === i);
   const m = median(rs.map((r) => r.drain.recordsPerSecond));
   const cpu = median(rs.map((r) => r.drain.cpu.perMillionRecords.worker ?? 0));
   const rss = median(rs.map((r) => r.drain.peakRssBytes ?? 0)) / 2 ** 20;
   const sameRows = new Set(results.map((r) => `${r.rows}/${r.checksum}`)).size === 1;
-  console.log(JSON.stringify({ summary: root, medianRps: Math.round(m), ratioToFirst: +(m / base).toFixed(2), medianWorkerCpuPerM: +cpu.toFixed(1), medianPeakRssMiB: Math.round(rss), sameRowsAllDrains: sameRows }));
+  console.log(JSON.stringify({ summary: names[i], medianRps: Math.round(m), ratioToFirst: +(m / base).toFixed(2), medianWorkerCpuPerM: +cpu.toFixed(1), medianPeakRssMiB: Math.round(rss), sameRowsAllDrains: sameRows }));
 }

@@ -57,6 +57,8 @@ export type SinkPlan =
       maxSpanMs: number;
       idleFlushMs: number;
       rowGroupRows: number;
+      /** Stage-wide bound of the rows buffered for files (estimated bytes); the largest buffers are cut beyond it. */
+      maxBufferedBytes: number;
       maxPendingBytes: number;
       sharedBucket: string;
       keyPrefix: string;
