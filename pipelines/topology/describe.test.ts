@@ -53,7 +53,7 @@ describe("describeTopology", () => {
       max_span: 1h
       idle_flush: 1m
       row_group_rows: 4096
-      max_buffered_bytes: 64MiB
+      max_buffered_bytes: 256MiB
       max_pending_bytes: 256MiB
       shared_bucket: millrace-shared
       key_prefix: 

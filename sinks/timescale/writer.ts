@@ -1,15 +1,16 @@
 /**
  * The TimescaleDB/PostgreSQL sink's I/O: one database transaction per batch that
- *   1. sets the tenant context (bound parameter) so row-level security checks every row,
+ *   1. sets the tenant context so row-level security checks every row,
  *   2. COPYs the rows (binary format) into a session temp staging table (COPY cannot target a
  *      table with RLS),
- *   3. moves them into sensor_data_raw with INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING
- *      (replays and in-batch duplicates are no-ops; the lowest offset wins deterministically),
+ *   3. moves them into sensor_data_raw with INSERT … SELECT … ORDER BY src_offset ON CONFLICT DO
+ *      NOTHING (replays and in-batch duplicates are no-ops; the lowest offset wins deterministically),
  *   4. records the batch's dead letters (outbox, exactly once),
  *   5. advances the partition's stored offset — only if it still equals the batch's first offset,
  *      which fences a worker that lost the partition in a rebalance,
- * and commits. A data error (SQLSTATE 22/23) is isolated by bisecting the batch under savepoints:
- * only the offending rows are rejected, the rest of the batch commits.
+ * and commits — 3, 4 (and the engine's extra statements) and 5 as one statement in the common case.
+ * A data error (SQLSTATE 22/23) is isolated by bisecting the batch under savepoints: only the
+ * offending rows are rejected, the rest of the batch commits.
  */
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";

@@ -10,8 +10,8 @@ const config = z.strictObject({
   idle_flush: duration({ min: 100 }).prefault("60s").describe("… or when its oldest row has waited this long (wall clock): no reading waits unwritten longer."),
   row_group_rows: integer({ min: 1, max: 1_000_000 }).prefault(4096).describe("Rows per Parquet row group (bounds the encoder's memory)."),
   max_buffered_bytes: size({ min: 1024 })
-    .prefault("64MiB")
-    .describe("Rows buffered for files over all partitions of a worker: beyond this about this much memory, the largest buffers are closed into files early — the worker's memory for Parquet is bounded by this (plus uploads in flight), not by the number of partitions."),
+    .prefault("256MiB")
+    .describe("Rows buffered for files over all partitions of a worker: beyond about this much memory, the largest buffers are closed into files early — the worker's memory for Parquet is bounded by this (plus uploads in flight), not by the number of partitions. Lower it (with the V8 heap limit) to bound RSS; early cuts move Parquet encoding into the ingest path and make smaller files."),
   max_pending_bytes: size({ min: 1024 }).prefault("256MiB").describe("A partition whose files wait to be uploaded beyond this is paused (backpressure); other tenants go on."),
   shared_bucket: text().prefault("millrace-shared").describe("Bucket of multi-tenant tenants (each under its own prefix); $MILLRACE_S3_SHARED_BUCKET overrides it."),
   key_prefix: z
