@@ -289,8 +289,18 @@ export class TimescaleWriter {
       const r = res.rows[0]!;
       if (batch.inTransaction) await batch.inTransaction(client, new Set());
       if (r.advanced === null) {
+        // `stored` is from the statement's snapshot; a commit that became visible while the advance
+        // waited for the row (an earlier attempt of this batch) is seen by a fresh read, as before.
+        let stored = r.stored;
+        if (stored === null || Number(stored) !== batch.nextOffset) {
+          const now = await client.query<{ next_offset: string }>(
+            "SELECT next_offset FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+            [batch.consumerGroup, batch.topic, batch.partition],
+          );
+          stored = now.rows[0]?.next_offset ?? null;
+        }
         await client.query("ROLLBACK");
-        return this.notAdvanced(batch, r.stored);
+        return this.notAdvanced(batch, stored);
       }
       await client.query("COMMIT");
       this.staged.add(client);
