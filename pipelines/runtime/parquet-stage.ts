@@ -93,16 +93,39 @@ export class ParquetStage {
   }
 
   /** Create the shared bucket if it is missing (dedicated buckets are made by tenant provisioning). */
-  async start(): Promise<void> {
-    const s3 = this.s3.clientFor(this.config.platform);
-    try {
-      await s3.send(new HeadBucketCommand({ Bucket: this.config.sharedBucket }));
-    } catch {
+  /** Resolved once the shared bucket is known to exist; cleared after a failure so the next upload asks again. */
+  private sharedBucket: Promise<void> | undefined;
+
+  private ensureSharedBucket(): Promise<void> {
+    this.sharedBucket ??= (async () => {
+      const s3 = this.s3.clientFor(this.config.platform);
+      try {
+        await s3.send(new HeadBucketCommand({ Bucket: this.config.sharedBucket }));
+        return;
+      } catch (err) {
+        const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+        if (status !== 404 && (err as Error).name !== "NotFound") throw err; // S3 unreachable: not "missing"
+      }
       this.log.warn({ bucket: this.config.sharedBucket }, "shared Parquet bucket missing; creating it");
       await s3.send(new CreateBucketCommand({ Bucket: this.config.sharedBucket })).catch((err: unknown) => {
         if ((err as { name?: string }).name !== "BucketAlreadyOwnedByYou") throw err;
       });
-    }
+    })().catch((err: unknown) => {
+      this.sharedBucket = undefined;
+      throw err;
+    });
+    return this.sharedBucket;
+  }
+
+  /**
+   * Checks (or creates) the shared bucket, but never fails the worker's start on it: with S3
+   * unreachable at start the database keeps being written, uploads retry with backoff (and check
+   * the bucket again first), and readiness reports the failing uploads.
+   */
+  async start(): Promise<void> {
+    await this.ensureSharedBucket().catch((err: unknown) =>
+      this.log.warn({ bucket: this.config.sharedBucket, err: (err as Error).message }, "could not check the shared Parquet bucket at start (S3 unreachable?); uploads will retry"),
+    );
     this.timer = setInterval(() => this.tick(), Math.max(100, Math.min(1000, Math.floor(this.plan.idleFlushMs / 4))));
     this.timer.unref();
   }
@@ -266,6 +289,7 @@ export class ParquetStage {
       try {
         const t0 = process.hrtime.bigint();
         const loc = await this.locationFor(p.tenantId);
+        if (loc.mode === "shared") await this.ensureSharedBucket();
         const firstTime = file.rows.length > 0 ? file.rows.reduce((m, x) => Math.min(m, x.time), Infinity) : 0;
         const body = await encodeParquet(file.rows, { rowGroupRows: this.plan.rowGroupRows });
         let entry = plannedEntry;
