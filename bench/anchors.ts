@@ -7,7 +7,7 @@
  *    over as many connections as the worker's pool;
  *  - staging_copy_text: what the sink does per batch, minus offsets and dead letters — as
  *    millrace_writer under RLS with the tenant context set: COPY into the temp staging table, then
- *    the sink's INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING, one transaction per 5000 rows;
+ *    the sink's INSERT … SELECT … ORDER BY src_offset ON CONFLICT DO NOTHING, one transaction per 5000 rows;
  *  - staging_copy_binary: the same with binary COPY (sinks/timescale/copy-binary-encoder.ts, what the sink sends now);
  *  - psql_copy: `psql \copy` of the same rows from a file, one connection.
  *
@@ -32,10 +32,10 @@ export const RAW_COLUMNS = ["time", "tenant_id", "equipment_id", "facility_id", 
 const STAGE_DDL = `CREATE TEMP TABLE IF NOT EXISTS millrace_stage (
   src_offset bigint NOT NULL, time timestamptz NOT NULL, tenant_id uuid NOT NULL, equipment_id text NOT NULL,
   facility_id text NOT NULL, temperature real, vibration real, pressure real) ON COMMIT DELETE ROWS`;
-const MOVE_SQL = `WITH moved AS (DELETE FROM millrace_stage RETURNING *)
-INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
-SELECT DISTINCT ON (time, tenant_id, equipment_id) time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure
-FROM moved ORDER BY time, tenant_id, equipment_id, src_offset
+// The common case of the sink since issue 7: no savepoint, no DELETE … RETURNING, no DISTINCT ON
+// sort — the staged rows in offset order, ON CONFLICT DO NOTHING (the lowest offset wins).
+const MOVE_SQL = `INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
+SELECT time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure FROM millrace_stage ORDER BY src_offset
 ON CONFLICT DO NOTHING`;
 
 export interface AnchorResult {
@@ -154,9 +154,8 @@ export async function stagingCopy(db: BenchDatabase, rowsByTenant: Map<string, S
           clients.map(async (c, i) => {
             const w = work[i]!;
             for (const buf of w.buffers) {
-              await c.query("BEGIN");
-              await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [w.tenant]);
-              await c.query(STAGE_DDL);
+              // As the sink: BEGIN, the tenant context (a validated UUID literal) and the stage DDL in one simple query.
+              await c.query(`BEGIN; SELECT set_config('app.current_tenant_id', '${w.tenant}', true); ${STAGE_DDL}`);
               await pipeline(Readable.from([buf]), c.query(copyFrom(copySql)));
               await c.query(MOVE_SQL);
               await c.query("COMMIT");

@@ -51,6 +51,13 @@ export function renderMarkdown(r: BenchResults): string {
     L.push(`CPU-seconds per million records — worker ${fmt(d.cpu.perMillionRecords.worker, 1)}, PostgreSQL ${fmt(d.cpu.perMillionRecords.postgresCluster, 1)} (cluster; this run's database's backends ${fmt(d.cpu.perMillionRecords.postgresOwnDatabase, 1)}), Kafka ${fmt(d.cpu.perMillionRecords.kafka, 1)}; ` +
       `the rest of the machine was busy ${fmt(r.e2e.backgroundCores, 2)} cores on average meanwhile. Peak RSS of the worker ${fmt((d.peakRssBytes ?? 0) / 2 ** 20)} MiB (RSS first/last sample ${fmt((d.rssSamples[0]?.bytes ?? 0) / 2 ** 20)}/${fmt((d.rssSamples[d.rssSamples.length - 1]?.bytes ?? 0) / 2 ** 20)} MiB over ${fmt(d.seconds, 0)} s).`);
     L.push("");
+    if (d.rssSamples.length > 1) {
+      // At most ~12 points of the once-a-second samples: the trend, not the noise.
+      const step = Math.max(1, Math.ceil(d.rssSamples.length / 12));
+      const pts = d.rssSamples.filter((_, i) => i % step === 0 || i === d.rssSamples.length - 1);
+      L.push(`Worker RSS over the drain (s → MiB): ${pts.map((x) => `${fmt(x.t, 0)} → ${fmt(x.bytes / 2 ** 20)}`).join(", ")}. For RSS over several minutes under steady load: \`bench/soak.ts\` (docs/benchmarks.md).`);
+      L.push("");
+    }
   }
   if (r.e2e.latency.length) {
     L.push("| produce-to-commit latency | target rate | achieved | records | p50 ms | p90 ms | p99 ms | max ms |");

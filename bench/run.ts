@@ -180,6 +180,9 @@ async function attempt<T>(what: string, log: (m: string) => void, fn: () => Prom
 }
 
 /** The repository's topology without its Parquet sink (and without it among any inputs), schema path made absolute. */
+/** One decimal, or — when not measured (e.g. the stack's pid files are not in this checkout's .stack; set MILLRACE_STACK_DIR). */
+const f1 = (v: number | null | undefined): string => (v === null || v === undefined ? "—" : v.toFixed(1));
+
 export function postgresOnlyTopology(dir: string): string {
   const doc = parseYaml(readFileSync(join(repoRoot, "topology.yaml"), "utf8")) as Record<string, Record<string, Record<string, unknown>>>;
   const parquetIds = Object.entries(doc.sinks ?? {}).filter(([, v]) => v.type === "s3_parquet").map(([k]) => k);
@@ -475,7 +478,7 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     const sec = (x: unknown) => (x && typeof x === "object" && ("error" in x || "skipped" in x) ? (x as Failed | Skipped) : undefined);
     const dr = "error" in drain ? undefined : drain;
     const table: TableRow[] = [
-      { path: parquetSink ? "millrace e2e (PostgreSQL + Parquet)" : "millrace e2e (worker)", kind: "ours", records: dr?.records ?? null, recordsPerSecond: e2eRps, cpu: dr ? `worker ${dr.cpu.perMillionRecords.worker?.toFixed(1)}, pg ${dr.cpu.perMillionRecords.postgresCluster?.toFixed(1)}, kafka ${dr.cpu.perMillionRecords.kafka?.toFixed(1)}` : undefined, notes: dr ? `join → last commit, ${dr.seconds.toFixed(1)} s; peak RSS ${((dr.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB` : undefined, section: sec(drain) },
+      { path: parquetSink ? "millrace e2e (PostgreSQL + Parquet)" : "millrace e2e (worker)", kind: "ours", records: dr?.records ?? null, recordsPerSecond: e2eRps, cpu: dr ? `worker ${f1(dr.cpu.perMillionRecords.worker)}, pg ${f1(dr.cpu.perMillionRecords.postgresCluster)}, kafka ${f1(dr.cpu.perMillionRecords.kafka)}` : undefined, notes: dr ? `join → last commit, ${dr.seconds.toFixed(1)} s; peak RSS ${((dr.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB` : undefined, section: sec(drain) },
       { path: "raw COPY (superuser)", kind: "anchor", records: (rawCopyR as AnchorResult).records ?? null, recordsPerSecond: rps(rawCopyR), cpu: cpuCell((rawCopyR as AnchorResult).cpuPerMillion?.postgresCluster, " pg"), notes: "pg-copy-streams, prebuilt buffers, 1 connection per tenant", section: sec(rawCopyR) },
       { path: "staging COPY text + INSERT…SELECT", kind: "anchor", records: (stagingText as AnchorResult).records ?? null, recordsPerSecond: rps(stagingText), cpu: cpuCell((stagingText as AnchorResult).cpuPerMillion?.postgresCluster, " pg"), notes: "the sink's SQL under RLS, 5000-row transactions", section: sec(stagingText) },
       { path: "staging COPY binary + INSERT…SELECT", kind: "anchor", records: (stagingBinary as AnchorResult).records ?? null, recordsPerSecond: rps(stagingBinary), cpu: cpuCell((stagingBinary as AnchorResult).cpuPerMillion?.postgresCluster, " pg"), notes: "the same with binary COPY (the sink's format now)", section: sec(stagingBinary) },
@@ -487,7 +490,7 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     ];
     if (!("error" in drainPgOnly) && !("skipped" in drainPgOnly)) {
       const q = drainPgOnly;
-      table.splice(1, 0, { path: "millrace e2e (PostgreSQL only)", kind: "ours", records: q.records, recordsPerSecond: q.recordsPerSecond, cpu: `worker ${q.cpu.perMillionRecords.worker?.toFixed(1)}, pg ${q.cpu.perMillionRecords.postgresCluster?.toFixed(1)}, kafka ${q.cpu.perMillionRecords.kafka?.toFixed(1)}`, notes: `Parquet sink removed from the topology; peak RSS ${((q.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB` });
+      table.splice(1, 0, { path: "millrace e2e (PostgreSQL only)", kind: "ours", records: q.records, recordsPerSecond: q.recordsPerSecond, cpu: `worker ${f1(q.cpu.perMillionRecords.worker)}, pg ${f1(q.cpu.perMillionRecords.postgresCluster)}, kafka ${f1(q.cpu.perMillionRecords.kafka)}`, notes: `Parquet sink removed from the topology; peak RSS ${((q.peakRssBytes ?? 0) / 2 ** 20).toFixed(0)} MiB` });
     } else if ("error" in drainPgOnly) table.splice(1, 0, { path: "millrace e2e (PostgreSQL only)", kind: "ours", records: null, recordsPerSecond: null, section: drainPgOnly });
     if (!("error" in profile) && !("skipped" in profile) && profile.drain) {
       table.splice(1, 0, { path: "millrace e2e under --cpu-prof", kind: "ours", records: profile.drain.records, recordsPerSecond: profile.drain.recordsPerSecond, notes: "profiler overhead included" });

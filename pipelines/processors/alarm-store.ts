@@ -59,51 +59,70 @@ SELECT $1::uuid, u.* FROM unnest($2::uuid[], $3::int[], $4::jsonb[]) AS u
 ON CONFLICT (alert_id, seq) DO NOTHING`;
 
 /**
+ * One chunk's alarm changes as data-modifying statements (at most three, none when there is
+ * nothing to write): the sink runs them in its batch transaction (tenant context set to
+ * `tenantId`) — as CTEs of its single batch statement in the common case.
+ */
+export function alarmChangeStatements(tenantId: string, changes: AlarmChanges): Array<{ text: string; values: unknown[] }> {
+  for (const e of changes.events) {
+    if (e.tenant_id !== tenantId) throw new Error(`persistAlarmChanges: event ${e.event_id} is of tenant ${e.tenant_id}, not ${tenantId}`);
+  }
+  const out: Array<{ text: string; values: unknown[] }> = [];
+  const s = changes.states;
+  if (s.length > 0) {
+    const n = s.length;
+    const eq = new Array<string>(n), rule = new Array<string>(n), alert = new Array<string | null>(n), sev = new Array<string | null>(n), seq = new Array<number | null>(n);
+    const raised = new Array<string | null>(n), changed = new Array<string | null>(n), last = new Array<string | null>(n), evaluator = new Array<string>(n);
+    for (let i = 0; i < n; i++) {
+      const c = s[i]!;
+      const a = c.state.active;
+      eq[i] = c.equipmentId;
+      rule[i] = c.ruleId;
+      alert[i] = a?.alertId ?? null;
+      sev[i] = a?.severity ?? null;
+      seq[i] = a?.seq ?? null;
+      raised[i] = iso(a?.raisedAt);
+      changed[i] = iso(a?.changedAt);
+      last[i] = iso(c.state.lastTime);
+      evaluator[i] = JSON.stringify({ since: c.state.since, release_since: c.state.releaseSince, rule: a?.rule ?? null } satisfies EvaluatorColumn);
+    }
+    out.push({ text: UPSERT_ALARMS, values: [tenantId, eq, rule, alert, sev, seq, raised, changed, last, evaluator] });
+  }
+  const ev = changes.events;
+  if (ev.length > 0) {
+    out.push({
+      text: INSERT_ALERTS,
+      values: [
+        tenantId,
+        ev.map((e) => e.alert_id),
+        ev.map((e) => e.seq),
+        ev.map((e) => e.kind),
+        ev.map((e) => e.step),
+        ev.map((e) => e.severity),
+        ev.map((e) => e.previous_severity),
+        ev.map((e) => iso(e.time)),
+        ev.map((e) => e.rule?.id ?? null),
+        ev.map((e) => e.rule?.name ?? null),
+        ev.map((e) => e.rule?.measure ?? null),
+        ev.map((e) => e.rule?.comparison ?? null),
+        ev.map((e) => e.rule?.threshold ?? null),
+        ev.map((e) => e.reading?.equipment_id ?? null),
+        ev.map((e) => e.reading?.facility_id ?? null),
+        ev.map((e) => e.reading?.value ?? null),
+        ev.map((e) => e.reason),
+      ],
+    });
+    out.push({ text: INSERT_OUTBOX, values: [tenantId, ev.map((e) => e.alert_id), ev.map((e) => e.seq), ev.map((e) => JSON.stringify(e))] });
+  }
+  return out;
+}
+
+/**
  * Write one chunk's alarm changes with the client of the sink's open transaction (tenant context
  * set to `tenantId`). At most three statements, none when there is nothing to write.
  */
 export async function persistAlarmChanges(client: pg.ClientBase, tenantId: string, changes: AlarmChanges): Promise<void> {
-  for (const e of changes.events) {
-    if (e.tenant_id !== tenantId) throw new Error(`persistAlarmChanges: event ${e.event_id} is of tenant ${e.tenant_id}, not ${tenantId}`);
-  }
-  const s = changes.states;
-  if (s.length > 0) {
-    await client.query(UPSERT_ALARMS, [
-      tenantId,
-      s.map((c) => c.equipmentId),
-      s.map((c) => c.ruleId),
-      s.map((c) => c.state.active?.alertId ?? null),
-      s.map((c) => c.state.active?.severity ?? null),
-      s.map((c) => c.state.active?.seq ?? null),
-      s.map((c) => iso(c.state.active?.raisedAt)),
-      s.map((c) => iso(c.state.active?.changedAt)),
-      s.map((c) => iso(c.state.lastTime)),
-      s.map((c) => JSON.stringify({ since: c.state.since, release_since: c.state.releaseSince, rule: c.state.active?.rule ?? null } satisfies EvaluatorColumn)),
-    ]);
-  }
-  const ev = changes.events;
-  if (ev.length > 0) {
-    await client.query(INSERT_ALERTS, [
-      tenantId,
-      ev.map((e) => e.alert_id),
-      ev.map((e) => e.seq),
-      ev.map((e) => e.kind),
-      ev.map((e) => e.step),
-      ev.map((e) => e.severity),
-      ev.map((e) => e.previous_severity),
-      ev.map((e) => iso(e.time)),
-      ev.map((e) => e.rule?.id ?? null),
-      ev.map((e) => e.rule?.name ?? null),
-      ev.map((e) => e.rule?.measure ?? null),
-      ev.map((e) => e.rule?.comparison ?? null),
-      ev.map((e) => e.rule?.threshold ?? null),
-      ev.map((e) => e.reading?.equipment_id ?? null),
-      ev.map((e) => e.reading?.facility_id ?? null),
-      ev.map((e) => e.reading?.value ?? null),
-      ev.map((e) => e.reason),
-    ]);
-    await client.query(INSERT_OUTBOX, [tenantId, ev.map((e) => e.alert_id), ev.map((e) => e.seq), ev.map((e) => JSON.stringify(e))]);
-  }
+  for (const st of alarmChangeStatements(tenantId, changes)) await client.query(st.text, st.values);
 }
 
 /** Run `fn` in a read-only transaction with the tenant context set (row-level security applies). */

@@ -92,9 +92,9 @@ export class AvroDecoder {
 
   /** Synchronous: every id in the batch must have been prepared. */
   decode(buf: Buffer | null): DecodeResult {
-    const frame = parseFrame(buf);
-    if (!frame.ok) return frame;
-    const { schemaId, body } = frame;
+    // Hot path: no frame object and no body sub-buffer per record — the body is read in place.
+    if (buf === null || buf.length < HEADER_BYTES || buf[0] !== MAGIC_BYTE) return parseFrame(buf) as DecodeResult;
+    const schemaId = buf.readUInt32BE(1);
     const entry = this.cache.get(schemaId);
     if (entry === undefined) throw new Error(`schema id ${schemaId} was not prepared before decode (engine bug)`);
     if (entry.kind === "unknown") {
@@ -104,10 +104,10 @@ export class AvroDecoder {
       return { ok: false, reason: "incompatible_schema", schemaId, message: `writer schema ${schemaId} cannot be read as SensorReading: ${entry.message}` };
     }
     try {
-      const { value, offset } = this.reader.decode(body, 0, entry.resolver);
+      const { value, offset } = this.reader.decode(buf, HEADER_BYTES, entry.resolver);
       if (offset < 0) return { ok: false, reason: "undecodable_body", schemaId, message: "Avro body is truncated" };
-      if (offset !== body.length) {
-        return { ok: false, reason: "undecodable_body", schemaId, message: `${body.length - offset} trailing bytes after the Avro body` };
+      if (offset !== buf.length) {
+        return { ok: false, reason: "undecodable_body", schemaId, message: `${buf.length - offset} trailing bytes after the Avro body` };
       }
       return { ok: true, value: value as SensorReading, schemaId };
     } catch (err) {

@@ -24,7 +24,10 @@
 import client from "prom-client";
 import type { QuotaStore } from "./quota-store.ts";
 
-export type QuotaDecision = { ok: true } | { ok: false; reason: "quota_exceeded" | "tenant_suspended" | "unknown_tenant"; message: string };
+export type QuotaDecision = { readonly ok: true } | { ok: false; reason: "quota_exceeded" | "tenant_suspended" | "unknown_tenant"; message: string };
+
+/** The admitted answer, shared (check() runs per record). */
+const ADMITTED: QuotaDecision = Object.freeze({ ok: true as const });
 
 /** Messages per second and burst (tokens) of a tier; null = unlimited. */
 export interface RateLimit {
@@ -181,7 +184,7 @@ export class QuotaGate {
    */
   check(tenantId: string, equipmentId: string): QuotaDecision {
     const t = this.tenants.get(tenantId);
-    if (t?.admitted.has(equipmentId)) return { ok: true };
+    if (t?.admitted.has(equipmentId)) return ADMITTED;
     if (t?.inactive) return { ok: false, reason: t.inactive.reason, message: t.inactive.message };
     if (t?.rejected.has(equipmentId)) {
       return {

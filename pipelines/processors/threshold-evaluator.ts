@@ -21,7 +21,8 @@ import type pg from "pg";
 import type { Logger } from "../../lib/log.ts";
 import { loadAlarmState, loadRuleOverrides, type AlarmChanges, type AlarmStateChange } from "./alarm-store.ts";
 import { effectiveRules, type RuleOverride, type ThresholdRule } from "./threshold-rules.ts";
-import { closeRemovedRule, evaluateRule, IDLE_STATE, type RuleAlarmState, type ThresholdReading } from "./thresholds.ts";
+import type { AlertEvent } from "../../schemas/generated.ts";
+import { closeRemovedRule, IDLE_STATE, LATE, NO_VALUE, stepRule, type RuleAlarmState, type ThresholdReading } from "./thresholds.ts";
 
 /** What one chunk produced, for {@link ThresholdEvaluator.commit} and persistAlarmChanges. */
 export interface ChunkAlarmChanges extends AlarmChanges {
@@ -66,6 +67,16 @@ export interface ThresholdEvaluatorOptions {
   log?: Logger;
   /** Wall clock, for the rules refresh only (evaluation uses event time). */
   now?: () => number;
+}
+
+/** One equipment's alarm states while a chunk is evaluated. */
+interface Pending {
+  equipmentId: string;
+  /** The committed states by rule index (IDLE_STATE when none), to tell what changed. */
+  committed: RuleAlarmState[];
+  states: RuleAlarmState[];
+  removed: Map<string, RuleAlarmState> | undefined;
+  removedChanged: Set<string> | undefined;
 }
 
 interface Scope {
@@ -123,36 +134,64 @@ export class ThresholdEvaluator {
    */
   evaluate(scope: string, tenantId: string, rows: readonly ThresholdReading[]): ChunkAlarmChanges {
     const s = this.scopes.get(scope);
+    const equipment = s?.tenantId === tenantId ? s.equipment : undefined;
     const rules = this.rulesFor(tenantId);
-    const ruleIds = new Set(rules.map((r) => r.id));
-    const pending = new Map<string, AlarmStateChange>();
-    const events: ChunkAlarmChanges["events"][number][] = [];
+    const n = rules.length;
+    const ruleIds = this.ruleIdsOf(rules);
+    // Per equipment: the state so far in this chunk, by rule index (undefined = the committed one);
+    // rules no longer in the tenant's set that still have a committed state go in `removed`.
+    const pending = new Map<string, Pending>();
+    const events: AlertEvent[] = [];
     let late = 0;
-    const current = (equipmentId: string, ruleId: string, committed: Map<string, RuleAlarmState>) =>
-      pending.get(`${equipmentId}\u0000${ruleId}`)?.state ?? committed.get(ruleId) ?? IDLE_STATE;
-    const put = (equipmentId: string, ruleId: string, state: RuleAlarmState) => pending.set(`${equipmentId}\u0000${ruleId}`, { equipmentId, ruleId, state });
-
-    for (const reading of rows) {
-      const committed = s?.tenantId === tenantId ? s.equipment.get(reading.equipmentId) : undefined;
-      if (committed === undefined) throw new Error(`thresholds: equipment ${JSON.stringify(reading.equipmentId)} was not prepared in scope ${scope} (call prepare() for the chunk first)`);
-      let wasLate = false;
-      for (const rule of rules) {
-        const state = current(reading.equipmentId, rule.id, committed);
-        const step = evaluateRule(rule, state, reading, tenantId);
-        if (step.outcome === "late") wasLate = true;
-        if (step.state !== state) put(reading.equipmentId, rule.id, step.state);
-        events.push(...step.events);
+    for (let r = 0; r < rows.length; r++) {
+      const reading = rows[r]!;
+      const equipmentId = reading.equipmentId;
+      let p = pending.get(equipmentId);
+      if (p === undefined) {
+        const committed = equipment?.get(equipmentId);
+        if (committed === undefined) throw new Error(`thresholds: equipment ${JSON.stringify(equipmentId)} was not prepared in scope ${scope} (call prepare() for the chunk first)`);
+        const states = new Array<RuleAlarmState>(n);
+        for (let i = 0; i < n; i++) states[i] = committed.get(rules[i]!.id) ?? IDLE_STATE;
+        let removed: Map<string, RuleAlarmState> | undefined;
+        for (const [ruleId, st] of committed) if (!ruleIds.has(ruleId)) (removed ??= new Map()).set(ruleId, st);
+        p = { equipmentId, committed: states.slice(), states, removed, removedChanged: undefined };
+        pending.set(equipmentId, p);
       }
-      for (const ruleId of committed.keys()) {
-        if (ruleIds.has(ruleId)) continue;
-        const step = closeRemovedRule(current(reading.equipmentId, ruleId, committed), reading, tenantId);
-        if (step === null) continue;
-        put(reading.equipmentId, ruleId, step.state);
-        events.push(...step.events);
+      let wasLate = false;
+      const states = p.states;
+      for (let i = 0; i < n; i++) {
+        const next = stepRule(rules[i]!, states[i]!, reading, tenantId, events);
+        if (next === LATE) wasLate = true;
+        else if (next !== NO_VALUE) states[i] = next;
+      }
+      if (p.removed !== undefined) {
+        for (const [ruleId, st] of p.removed) {
+          const step = closeRemovedRule(st, reading, tenantId);
+          if (step === null) continue;
+          p.removed.set(ruleId, step.state);
+          (p.removedChanged ??= new Set()).add(ruleId);
+          for (const e of step.events) events.push(e);
+        }
       }
       if (wasLate) late++;
     }
-    return { scope, tenantId, states: [...pending.values()], events, late };
+    const changes: AlarmStateChange[] = [];
+    for (const p of pending.values()) {
+      for (let i = 0; i < n; i++) if (p.states[i] !== p.committed[i]) changes.push({ equipmentId: p.equipmentId, ruleId: rules[i]!.id, state: p.states[i]! });
+      if (p.removedChanged) for (const ruleId of p.removedChanged) changes.push({ equipmentId: p.equipmentId, ruleId, state: p.removed!.get(ruleId)! });
+    }
+    return { scope, tenantId, states: changes, events, late };
+  }
+
+  private readonly ruleIdSets = new WeakMap<readonly ThresholdRule[], ReadonlySet<string>>();
+
+  private ruleIdsOf(rules: readonly ThresholdRule[]): ReadonlySet<string> {
+    let ids = this.ruleIdSets.get(rules);
+    if (ids === undefined) {
+      ids = new Set(rules.map((r) => r.id));
+      this.ruleIdSets.set(rules, ids);
+    }
+    return ids;
   }
 
   /** After the sink transaction with these changes committed: make them the cached state. */

@@ -92,17 +92,6 @@ export function thresholdAlertId(tenantId: string, ruleId: string, raisedAt: num
 
 type Level<M extends string> = ThresholdRule<M>["levels"][number];
 
-function enters<M extends string>(rule: ThresholdRule<M>, level: Level<M>, v: number): boolean {
-  if ("threshold" in level) return rule.comparison === "above" ? v > level.threshold : v < level.threshold;
-  return v < level.low || v > level.high;
-}
-
-function holds<M extends string>(rule: ThresholdRule<M>, level: Level<M>, v: number): boolean {
-  const d = rule.deadband;
-  if ("threshold" in level) return rule.comparison === "above" ? v > level.threshold - d : v < level.threshold + d;
-  return v < level.low + d || v > level.high - d;
-}
-
 /** The ladder level for a severity; if the rule no longer has it (edited), the nearest less severe one, else the least severe. */
 function levelFor<M extends string>(rule: ThresholdRule<M>, severity: Severity): Level<M> {
   const rank = severityRank(severity);
@@ -162,27 +151,82 @@ function eventOf(
   };
 }
 
+/** {@link stepRule}'s answer when the reading was not evaluated. */
+export const LATE: unique symbol = Symbol("late");
+export const NO_VALUE: unique symbol = Symbol("no_value");
+
+const EMPTY_SINCE: Readonly<Partial<Record<Severity, number>>> = Object.freeze({});
+
 /** Evaluate one reading against one rule. Pure: `state` is not modified. */
 export function evaluateRule<M extends string>(rule: ThresholdRule<M>, state: RuleAlarmState, reading: ThresholdReading<M>, tenantId: string): RuleStep {
+  const events: AlertEvent[] = [];
+  const next = stepRule(rule, state, reading, tenantId, events);
+  if (next === LATE) return { state, events, outcome: "late" };
+  if (next === NO_VALUE) return { state, events, outcome: "no_value" };
+  return { state: next, events, outcome: "evaluated" };
+}
+
+/**
+ * {@link evaluateRule} for the hot loop: the next state (a new object; `state` is not modified),
+ * or LATE / NO_VALUE (state unchanged); events are appended to `events`. Allocates only the new
+ * state (its `since` is the old one's when no sustain timer started or stopped) and the events.
+ */
+export function stepRule<M extends string>(
+  rule: ThresholdRule<M>,
+  state: RuleAlarmState,
+  reading: ThresholdReading<M>,
+  tenantId: string,
+  events: AlertEvent[],
+): RuleAlarmState | typeof LATE | typeof NO_VALUE {
   const raw = (reading as Record<string, unknown>)[rule.measure];
-  if (typeof raw !== "number" || !Number.isFinite(raw)) return { state, events: [], outcome: "no_value" };
+  if (typeof raw !== "number" || !Number.isFinite(raw)) return NO_VALUE;
   const v = raw;
   const t = reading.time;
-  if (state.lastTime !== null && t <= state.lastTime) return { state, events: [], outcome: "late" };
+  if (state.lastTime !== null && t <= state.lastTime) return LATE;
 
   // Sustain timers: each level's entry condition, continuously since when.
-  const since: Partial<Record<Severity, number>> = {};
+  const prevSince = state.since;
+  const levels = rule.levels;
+  const above = rule.comparison === "above";
+  const d = rule.deadband;
+  let entered = 0;
+  let kept = 0;
   let sustained: Severity | null = null;
-  for (const level of rule.levels) {
-    if (!enters(rule, level, v)) continue;
-    const from = state.since[level.severity] ?? t;
-    since[level.severity] = from;
-    if (t - from >= rule.sustainMs) sustained = level.severity;
-  }
   let held: Severity | null = null;
-  for (const level of rule.levels) if (holds(rule, level, v)) held = level.severity;
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    let enter: boolean;
+    let hold: boolean;
+    if ("threshold" in level) {
+      const th = level.threshold;
+      enter = above ? v > th : v < th;
+      hold = above ? v > th - d : v < th + d;
+    } else {
+      enter = v < level.low || v > level.high;
+      hold = v < level.low + d || v > level.high - d;
+    }
+    if (hold) held = level.severity;
+    if (!enter) continue;
+    entered++;
+    const prev = prevSince[level.severity];
+    if (prev !== undefined) kept++;
+    if (t - (prev ?? t) >= rule.sustainMs) sustained = level.severity;
+  }
+  let since = prevSince;
+  if (entered === 0) since = EMPTY_SINCE;
+  else {
+    let prevCount = 0;
+    for (const _ in prevSince) prevCount++;
+    if (kept !== entered || prevCount !== entered) {
+      const fresh: Partial<Record<Severity, number>> = {};
+      for (const level of levels) {
+        const enter = "threshold" in level ? (above ? v > level.threshold : v < level.threshold) : v < level.low || v > level.high;
+        if (enter) fresh[level.severity] = prevSince[level.severity] ?? t;
+      }
+      since = fresh;
+    }
+  }
 
-  const events: AlertEvent[] = [];
   let active = state.active;
   let releaseSince = state.releaseSince;
 
@@ -215,7 +259,7 @@ export function evaluateRule<M extends string>(rule: ThresholdRule<M>, state: Ru
       releaseSince = null;
     }
   }
-  return { state: { lastTime: t, since, releaseSince, active }, events, outcome: "evaluated" };
+  return { lastTime: t, since, releaseSince, active };
 }
 
 /**

@@ -74,14 +74,22 @@ export class BatchProcessor {
     const tenantId = src.tenantId;
     if (this.quota) {
       await this.quota.prepare(tenantId, out.rows);
-      const byOffset = new Map(messages.map((m) => [Number(m.offset), m]));
-      const kept: StoredReading[] = [];
-      for (const r of out.rows) {
+      let kept: StoredReading[] | undefined;
+      let byOffset: Map<number, KafkaMessage> | undefined;
+      const rows = out.rows;
+      for (let i = 0; i < rows.length; i++) {
+        const r = rows[i]!;
         const q = this.quota.check(tenantId, r.equipmentId);
-        if (q.ok) kept.push(r);
-        else out.deadLetters.push(deadLetterOf(byOffset.get(r.offset)!, src, { stage: "quota", reason: q.reason, message: q.message }));
+        if (q.ok) {
+          kept?.push(r);
+          continue;
+        }
+        // Only a chunk with a rejection pays for the copy and the offset index.
+        kept ??= rows.slice(0, i);
+        byOffset ??= new Map(messages.map((m) => [Number(m.offset), m]));
+        out.deadLetters.push(deadLetterOf(byOffset.get(r.offset)!, src, { stage: "quota", reason: q.reason, message: q.message }));
       }
-      out.rows = kept;
+      if (kept) out.rows = kept;
     }
     if (this.thresholds && out.rows.length > 0) {
       const scope = `${src.topic}/${src.partition}`;
@@ -120,6 +128,8 @@ export class BatchProcessor {
           ? { tenantId: src.tenantId, status: "active" as const, retentionDays: null, maxEquipment: Number.MAX_SAFE_INTEGER }
           : this.tenants.get(src.tenantId);
     let firstTimestamp: number | null = null;
+    // One validation context for the chunk, its offset set per record (no object per record).
+    const ctx = { topicTenantId: src.tenantId ?? "", tenant, offset: 0, now };
     for (const m of messages) {
       const offset = Number(m.offset);
       if (src.tenantId === null) {
@@ -131,7 +141,8 @@ export class BatchProcessor {
         deadLetters.push(deadLetterOf(m, src, { stage: "decode", reason: decoded.reason, message: decoded.message, schemaId: decoded.schemaId }));
         continue;
       }
-      const v = validateReading(decoded.value, { topicTenantId: src.tenantId, tenant, offset, now }, validateOpts);
+      ctx.offset = offset;
+      const v = validateReading(decoded.value, ctx, validateOpts);
       if (!v.ok) {
         deadLetters.push(deadLetterOf(m, src, { stage: "validate", reason: v.reason, message: v.message, schemaId: decoded.schemaId }));
         continue;

@@ -193,6 +193,29 @@ export class ParquetStage {
     const fresh = rows.filter((r) => r.offset >= from);
     p.roller.append(fresh, { lastOffset, nowMs: Date.now() });
     this.cut(p);
+    this.enforceBudget();
+  }
+
+  /**
+   * Memory bound of the whole stage: when the rows buffered over all partitions pass
+   * `max_buffered_bytes`, the largest buffers are cut into files now (as if they had reached
+   * max_bytes), so what the worker holds is bounded by configuration whatever the number of
+   * partitions or the input volume. A buffer waiting for a planned range to be rebuilt is left.
+   */
+  private enforceBudget(): void {
+    const budget = this.plan.maxBufferedBytes;
+    let total = 0;
+    for (const p of this.parts.values()) total += p.roller.byteCount;
+    while (total > budget) {
+      let big: PartitionStage | undefined;
+      for (const p of this.parts.values()) if (big === undefined || p.roller.byteCount > big.roller.byteCount) big = p;
+      if (big === undefined) return;
+      const before = big.roller.byteCount;
+      this.cut(big, true);
+      const after = big.roller.byteCount;
+      if (after >= before) return;
+      total -= before - after;
+    }
   }
 
   /** Buffered plus unuploaded bytes over the limit: the worker pauses the partition. */

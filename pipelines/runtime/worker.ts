@@ -24,7 +24,7 @@ import { retry } from "../../lib/retry.ts";
 import { parseAvroSchema } from "../../schemas/index.ts";
 import { DeadLetterPublisher } from "../../sinks/dead-letter/publisher.ts";
 import { createPool } from "../../sinks/timescale/pool.ts";
-import { TimescaleWriter, type DeadLetterRow } from "../../sinks/timescale/writer.ts";
+import { TimescaleWriter, type BatchStatement, type DeadLetterRow } from "../../sinks/timescale/writer.ts";
 import { AvroDecoder, schemaIdOf, type SchemaLookup } from "../processors/decode.ts";
 import type { ProcessorPlan, SinkPlan, TopologyPlan } from "../topology/plan.ts";
 import { BatchProcessor, deadLetterOf } from "./batch-processor.ts";
@@ -33,7 +33,7 @@ import { PARQUET_SINK } from "../../sinks/s3-parquet/index.ts";
 import { PgQuotaStore } from "../processors/quota-store.ts";
 import { QuotaGate, QuotaMetrics } from "../processors/quota.ts";
 import { pgAlarmStateSource, ThresholdEvaluator, ThresholdMetrics } from "../processors/threshold-evaluator.ts";
-import { persistAlarmChanges } from "../processors/alarm-store.ts";
+import { alarmChangeStatements } from "../processors/alarm-store.ts";
 import { AlertPublisher, AlertPublisherMetrics } from "../../sinks/alerts/publisher.ts";
 import { PgWebhookTargets, WebhookMetrics, WebhookNotifier } from "../../sinks/alerts/webhooks.ts";
 import type { Rejection, StoredReading } from "../reading.ts";
@@ -703,10 +703,15 @@ export class IngestWorker {
     const last = Number(chunk[chunk.length - 1]!.offset);
     if (last >= MAX_SAFE_OFFSET) throw new Error(`offset ${last} exceeds the safe integer range`);
     const expected = state.next ?? first;
-    const byOffset = new Map(chunk.map((m) => [Number(m.offset), m]));
-    // A row the database refuses is dead-lettered with its original record (key, bytes, headers).
+    // A row the database refuses is dead-lettered with its original record (key, bytes, headers);
+    // chunks are contiguous offsets, so the record is found by position.
+    const recordAt = (offset: number): KafkaMessage => {
+      const m = chunk[offset - first];
+      return m !== undefined && Number(m.offset) === offset ? m : chunk.find((x) => Number(x.offset) === offset)!;
+    };
     const deadLetterFor = (row: StoredReading, rej: Rejection): DeadLetterRow =>
-      deadLetterOf(byOffset.get(row.offset)!, src, { ...rej, schemaId: schemaIdOf(byOffset.get(row.offset)!.value) });
+      deadLetterOf(recordAt(row.offset), src, { ...rej, schemaId: schemaIdOf(recordAt(row.offset).value) });
+    const firstParquetBatch = this.parquet !== undefined && src.tenantId !== null && this.parquet.committed(src.topic, src.partition) === undefined;
     let result;
     try {
       result = await retry(
@@ -721,17 +726,19 @@ export class IngestWorker {
             rows,
             deadLetters,
             deadLetterFor,
-            inTransaction: async (client) => {
-              if (alarms && (alarms.states.length > 0 || alarms.events.length > 0)) await persistAlarmChanges(client, src.tenantId!, alarms);
+            // Run in the batch's transaction (as CTEs of its one statement in the common case).
+            statements: () => {
+              const sts: BatchStatement[] = alarms && (alarms.states.length > 0 || alarms.events.length > 0) ? alarmChangeStatements(src.tenantId!, alarms) : [];
               // The partition's very first batch: the Parquet sink starts from the same offset,
               // recorded with it, so a crash before its first upload cannot skip these records.
-              if (this.parquet && src.tenantId && this.parquet.committed(src.topic, src.partition) === undefined) {
-                await client.query(
-                  `INSERT INTO millrace.sink_offsets (sink, consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4, $5)
+              if (firstParquetBatch) {
+                sts.push({
+                  text: `INSERT INTO millrace.sink_offsets (sink, consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4, $5)
                    ON CONFLICT DO NOTHING`,
-                  [PARQUET_SINK, this.plan.source.consumerGroup, src.topic, src.partition, expected],
-                );
+                  values: [PARQUET_SINK, this.plan.source.consumerGroup, src.topic, src.partition, expected],
+                });
               }
+              return sts;
             },
           }),
         this.inBatchRetryPolicy(),

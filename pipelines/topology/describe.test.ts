@@ -60,6 +60,7 @@ describe("describeTopology", () => {
       max_span: 1h
       idle_flush: 1m
       row_group_rows: 4096
+      max_buffered_bytes: 256MiB
       max_pending_bytes: 256MiB
       multipart_threshold: 16MiB
       shared_bucket: millrace-shared

@@ -233,6 +233,7 @@ describe("loadTopology: good topologies", () => {
           maxSpanMs: 3_600_000,
           idleFlushMs: 60_000,
           rowGroupRows: 4096,
+          maxBufferedBytes: 256 * 1024 ** 2,
           maxPendingBytes: 256 * 1024 ** 2,
           multipartThreshold: 16 * 1024 ** 2,
           sharedBucket: "millrace-shared",

@@ -67,6 +67,8 @@ export type SinkPlan =
       maxSpanMs: number;
       idleFlushMs: number;
       rowGroupRows: number;
+      /** Stage-wide bound of the rows buffered for files (estimated bytes); the largest buffers are cut beyond it. */
+      maxBufferedBytes: number;
       maxPendingBytes: number;
       multipartThreshold: number;
       sharedBucket: string;

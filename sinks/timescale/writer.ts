@@ -1,15 +1,16 @@
 /**
  * The TimescaleDB/PostgreSQL sink's I/O: one database transaction per batch that
- *   1. sets the tenant context (bound parameter) so row-level security checks every row,
+ *   1. sets the tenant context so row-level security checks every row,
  *   2. COPYs the rows (binary format) into a session temp staging table (COPY cannot target a
  *      table with RLS),
- *   3. moves them into sensor_data_raw with INSERT … SELECT DISTINCT ON … ON CONFLICT DO NOTHING
- *      (replays and in-batch duplicates are no-ops; the lowest offset wins deterministically),
+ *   3. moves them into sensor_data_raw with INSERT … SELECT … ORDER BY src_offset ON CONFLICT DO
+ *      NOTHING (replays and in-batch duplicates are no-ops; the lowest offset wins deterministically),
  *   4. records the batch's dead letters (outbox, exactly once),
  *   5. advances the partition's stored offset — only if it still equals the batch's first offset,
  *      which fences a worker that lost the partition in a rebalance,
- * and commits. A data error (SQLSTATE 22/23) is isolated by bisecting the batch under savepoints:
- * only the offending rows are rejected, the rest of the batch commits.
+ * and commits — 3, 4 (and the engine's extra statements) and 5 as one statement in the common case.
+ * A data error (SQLSTATE 22/23) is isolated by bisecting the batch under savepoints: only the
+ * offending rows are rejected, the rest of the batch commits.
  */
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
@@ -54,6 +55,20 @@ export interface BatchCommit {
    * rows the database refused, so it can leave them out.
    */
   inTransaction?: (client: pg.PoolClient, refused: ReadonlySet<number>) => Promise<void>;
+  /**
+   * More writes that must commit atomically with this batch, as data-modifying statements
+   * (`INSERT …`, numbered from $1 each) — the alarm state and alert outbox. In the common case
+   * (no row refused) they run as CTEs of the batch's single move-and-advance statement, so they cost
+   * no round trip of their own; when rows had to be isolated they run one by one after the rows.
+   * Given the offsets of the rows the database refused (empty in the common case).
+   */
+  statements?: (refused: ReadonlySet<number>) => readonly BatchStatement[];
+}
+
+/** A data-modifying statement with its parameters ($1…$n). */
+export interface BatchStatement {
+  text: string;
+  values: readonly unknown[];
 }
 
 export interface BatchResult {
@@ -77,6 +92,34 @@ INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, tempera
 SELECT DISTINCT ON (time, tenant_id, equipment_id) time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure
 FROM moved ORDER BY time, tenant_id, equipment_id, src_offset
 ON CONFLICT DO NOTHING`;
+
+/**
+ * The common case in one statement: move the staged rows (lowest offset first, so for in-batch
+ * duplicates the lowest offset wins, as DISTINCT ON did), then the extra CTEs (dead letters, alarm
+ * state, alert outbox), and the fenced offset advance. All CTEs see the snapshot from before the
+ * statement, so `stored` is the offset as it was: when `advanced` is null the batch is fenced or
+ * (stored = batch end) was already committed by an earlier attempt. The temp staging table is
+ * emptied by COMMIT (ON COMMIT DELETE ROWS) or ROLLBACK.
+ */
+const FAST_MOVE_CTE = `moved AS (INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
+SELECT time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure FROM millrace_stage ORDER BY src_offset
+ON CONFLICT DO NOTHING RETURNING 1)`;
+const FAST_ADVANCE_CTE = `adv AS (INSERT INTO millrace.consumer_offsets AS o (consumer_group, topic, partition, next_offset)
+VALUES ($1, $2, $3, $5)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
+WHERE o.next_offset = $4
+RETURNING o.next_offset)`;
+const FAST_SELECT = `SELECT (SELECT count(*) FROM moved)::int AS inserted, (SELECT next_offset FROM adv)::text AS advanced,
+  (SELECT next_offset FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3)::text AS stored`;
+const FAST_SELECT_NO_ROWS = `SELECT 0 AS inserted, (SELECT next_offset FROM adv)::text AS advanced,
+  (SELECT next_offset FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3)::text AS stored`;
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Renumber a statement's $n placeholders by `by` (our own SQL only: no `$` in literals). */
+function shiftParams(text: string, by: number): string {
+  return by === 0 ? text : text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + by}`);
+}
 
 const ADVANCE_SQL = `INSERT INTO millrace.consumer_offsets AS o (consumer_group, topic, partition, next_offset)
 VALUES ($1, $2, $3, $5)
@@ -139,9 +182,8 @@ async function writeIsolating(
   }
 }
 
-async function insertDeadLetters(client: pg.PoolClient, dls: readonly DeadLetterRow[]): Promise<void> {
-  if (dls.length === 0) return;
-  await client.query(DEAD_LETTER_SQL, [
+function deadLetterStatement(dls: readonly DeadLetterRow[]): BatchStatement {
+  return { text: DEAD_LETTER_SQL, values: [
     dls.map((d) => d.sourceTopic),
     dls.map((d) => d.sourcePartition),
     dls.map((d) => d.sourceOffset),
@@ -154,7 +196,13 @@ async function insertDeadLetters(client: pg.PoolClient, dls: readonly DeadLetter
     dls.map((d) => d.value),
     dls.map((d) => JSON.stringify(d.headers)),
     dls.map((d) => (d.timestamp === null ? null : new Date(d.timestamp).toISOString())),
-  ]);
+  ] };
+}
+
+async function insertDeadLetters(client: pg.PoolClient, dls: readonly DeadLetterRow[]): Promise<void> {
+  if (dls.length === 0) return;
+  const st = deadLetterStatement(dls);
+  await client.query(st.text, st.values as unknown[]);
 }
 
 /** UTC day numbers (epoch days) spanned by the rows, for partition creation. */
@@ -167,6 +215,8 @@ export function utcDays(rows: readonly StoredReading[]): number[] {
 export class TimescaleWriter {
   /** Epoch days known to have a partition (or a hypertable that makes chunks itself). */
   private readonly knownDays = new Set<number>();
+  /** Sessions whose temp staging table exists (created by a committed transaction). */
+  private readonly staged = new WeakSet<pg.PoolClient>();
 
   constructor(private readonly pool: pg.Pool) {}
 
@@ -204,52 +254,57 @@ export class TimescaleWriter {
     return new Map(res.rows.map((r) => [r.partition, Number(r.next_offset)]));
   }
 
+  /**
+   * One batch, one transaction. The common case is four round trips: `BEGIN; set_config; [stage
+   * DDL]` (one simple query), the COPY, one statement that moves the rows, writes the extra
+   * statements and advances the fenced offset, and COMMIT. A data error (SQLSTATE 22/23) anywhere
+   * in it rolls the attempt back and the batch is written again by {@link writeBatchIsolating},
+   * which bisects under savepoints.
+   */
   async writeBatch(batch: BatchCommit): Promise<BatchResult> {
     await this.ensurePartitions(batch.rows);
+    if (!UUID_TEXT.test(batch.tenantId)) throw new Error(`invalid tenant id ${JSON.stringify(batch.tenantId)}`);
     const client = await this.pool.connect();
     let broken: unknown;
+    let isolate = false;
     try {
-      await client.query("BEGIN");
-      await client.query("SELECT set_config('app.current_tenant_id', $1, true)", [batch.tenantId]);
-      await client.query(STAGE_DDL);
-      let inserted: number;
-      let refused: Array<{ row: StoredReading; error: unknown }> = [];
-      await client.query("SAVEPOINT millrace_batch");
-      try {
-        inserted = await writeSubset(client, batch.rows);
-        await client.query("RELEASE SAVEPOINT millrace_batch");
-      } catch (err) {
-        if (!isDataPgError(err)) throw err;
-        await client.query("ROLLBACK TO SAVEPOINT millrace_batch");
-        ({ inserted, refused } = await writeIsolating(client, batch.rows));
-      }
-      const rejected = refused.map(({ row, error }) => ({
-        row,
-        offset: row.offset,
-        stage: "sink" as const,
-        reason: "sink_data_error",
-        message: pgMessage(error),
-      }));
-      await insertDeadLetters(client, [...batch.deadLetters, ...rejected.map((r) => batch.deadLetterFor(r.row, r))]);
-      if (batch.inTransaction) await batch.inTransaction(client, new Set(rejected.map((r) => r.offset)));
-      const adv = await client.query(ADVANCE_SQL, [batch.consumerGroup, batch.topic, batch.partition, batch.expectedOffset, batch.nextOffset]);
-      if (adv.rowCount !== 1) {
-        const now = await client.query<{ next_offset: string }>(
-          "SELECT next_offset FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-          [batch.consumerGroup, batch.topic, batch.partition],
-        );
-        if (Number(now.rows[0]?.next_offset) === batch.nextOffset) {
-          // A previous attempt whose COMMIT outcome was unknown did commit (or another owner stored
-          // exactly this range): either way these records are stored once. Nothing to do.
-          await client.query("ROLLBACK");
-          return { inserted: 0, duplicates: batch.rows.length, rejected: [], alreadyCommitted: true };
+      // The tenant id is a validated UUID: safe as a literal, so the prologue is one simple query.
+      const ddl = this.staged.has(client) ? "" : `; ${STAGE_DDL}`;
+      await client.query(`BEGIN; SELECT set_config('app.current_tenant_id', '${batch.tenantId.toLowerCase()}', true)${ddl}`);
+      if (batch.rows.length > 0) await copyRows(client, batch.rows);
+      const extra: BatchStatement[] = [];
+      if (batch.deadLetters.length > 0) extra.push(deadLetterStatement(batch.deadLetters));
+      if (batch.statements) extra.push(...batch.statements(new Set()));
+      const values: unknown[] = [batch.consumerGroup, batch.topic, batch.partition, batch.expectedOffset, batch.nextOffset];
+      const ctes: string[] = batch.rows.length > 0 ? [FAST_MOVE_CTE] : [];
+      extra.forEach((st, i) => {
+        ctes.push(`x${i} AS (${shiftParams(st.text, values.length)})`);
+        values.push(...st.values);
+      });
+      ctes.push(FAST_ADVANCE_CTE);
+      const res = await client.query<{ inserted: number; advanced: string | null; stored: string | null }>(
+        `WITH ${ctes.join(",\n")}\n${batch.rows.length > 0 ? FAST_SELECT : FAST_SELECT_NO_ROWS}`,
+        values,
+      );
+      const r = res.rows[0]!;
+      if (batch.inTransaction) await batch.inTransaction(client, new Set());
+      if (r.advanced === null) {
+        // `stored` is from the statement's snapshot; a commit that became visible while the advance
+        // waited for the row (an earlier attempt of this batch) is seen by a fresh read, as before.
+        let stored = r.stored;
+        if (stored === null || Number(stored) !== batch.nextOffset) {
+          const now = await client.query<{ next_offset: string }>(
+            "SELECT next_offset FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+            [batch.consumerGroup, batch.topic, batch.partition],
+          );
+          stored = now.rows[0]?.next_offset ?? null;
         }
-        throw new FencedError(
-          `${batch.topic}[${batch.partition}]: stored offset is no longer ${batch.expectedOffset}; another worker owns this partition`,
-        );
+        await client.query("ROLLBACK");
+        return this.notAdvanced(batch, stored);
       }
       await client.query("COMMIT");
-      return { inserted, duplicates: batch.rows.length - rejected.length - inserted, rejected };
+      this.staged.add(client);
+      return { inserted: r.inserted, duplicates: batch.rows.length - r.inserted, rejected: [] };
     } catch (err) {
       try {
         await client.query("ROLLBACK");
@@ -261,9 +316,74 @@ export class TimescaleWriter {
         this.knownDays.clear();
         throw new RetriableSinkError(`missing time partition: ${(err as Error).message}`, err);
       }
-      throw err;
+      if (!isDataPgError(err) || broken !== undefined) throw err;
+      isolate = true;
     } finally {
       // A connection whose state is unknown (failed rollback, lost socket) is discarded, not reused.
+      client.release(broken === undefined ? undefined : (broken as Error));
+    }
+    if (isolate) return await this.writeBatchIsolating(batch);
+    throw new Error("unreachable");
+  }
+
+  /** The stored offset moved on: either an earlier attempt of this very batch committed, or the batch is fenced. */
+  private notAdvanced(batch: BatchCommit, stored: string | null): BatchResult {
+    if (stored !== null && Number(stored) === batch.nextOffset) {
+      // A previous attempt whose COMMIT outcome was unknown did commit (or another owner stored
+      // exactly this range): either way these records are stored once. Nothing to do.
+      return { inserted: 0, duplicates: batch.rows.length, rejected: [], alreadyCommitted: true };
+    }
+    throw new FencedError(`${batch.topic}[${batch.partition}]: stored offset is no longer ${batch.expectedOffset}; another worker owns this partition`);
+  }
+
+  /**
+   * The batch again after a data error: statement by statement, the rows under savepoints, split
+   * in halves until each refused row is alone; those become sink_data_error dead letters in the
+   * same transaction.
+   */
+  private async writeBatchIsolating(batch: BatchCommit): Promise<BatchResult> {
+    const client = await this.pool.connect();
+    let broken: unknown;
+    try {
+      await client.query("BEGIN");
+      await client.query("SELECT set_config('app.current_tenant_id', $1, true)", [batch.tenantId]);
+      await client.query(STAGE_DDL);
+      const { inserted, refused } = await writeIsolating(client, batch.rows);
+      const rejected = refused.map(({ row, error }) => ({
+        row,
+        offset: row.offset,
+        stage: "sink" as const,
+        reason: "sink_data_error",
+        message: pgMessage(error),
+      }));
+      await insertDeadLetters(client, [...batch.deadLetters, ...rejected.map((r) => batch.deadLetterFor(r.row, r))]);
+      const refusedOffsets = new Set(rejected.map((r) => r.offset));
+      for (const st of batch.statements?.(refusedOffsets) ?? []) await client.query(st.text, st.values as unknown[]);
+      if (batch.inTransaction) await batch.inTransaction(client, refusedOffsets);
+      const adv = await client.query(ADVANCE_SQL, [batch.consumerGroup, batch.topic, batch.partition, batch.expectedOffset, batch.nextOffset]);
+      if (adv.rowCount !== 1) {
+        const now = await client.query<{ next_offset: string }>(
+          "SELECT next_offset FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+          [batch.consumerGroup, batch.topic, batch.partition],
+        );
+        await client.query("ROLLBACK");
+        return this.notAdvanced(batch, now.rows[0]?.next_offset ?? null);
+      }
+      await client.query("COMMIT");
+      this.staged.add(client);
+      return { inserted, duplicates: batch.rows.length - rejected.length - inserted, rejected };
+    } catch (err) {
+      try {
+        await client.query("ROLLBACK");
+      } catch (rollbackErr) {
+        broken = rollbackErr;
+      }
+      if (isMissingPartitionError(err)) {
+        this.knownDays.clear();
+        throw new RetriableSinkError(`missing time partition: ${(err as Error).message}`, err);
+      }
+      throw err;
+    } finally {
       client.release(broken === undefined ? undefined : (broken as Error));
     }
   }

@@ -9,6 +9,9 @@ const config = z.strictObject({
   max_span: duration({ min: 0 }).prefault("1h").describe("… or when its readings span this much event time."),
   idle_flush: duration({ min: 100 }).prefault("60s").describe("… or when its oldest row has waited this long (wall clock): no reading waits unwritten longer."),
   row_group_rows: integer({ min: 1, max: 1_000_000 }).prefault(4096).describe("Rows per Parquet row group (bounds the encoder's memory)."),
+  max_buffered_bytes: size({ min: 1024 })
+    .prefault("256MiB")
+    .describe("Rows buffered for files over all partitions of a worker: beyond about this much memory, the largest buffers are closed into files early — the worker's memory for Parquet is bounded by this (plus uploads in flight), not by the number of partitions. Lower it (with the V8 heap limit) to bound RSS; early cuts move Parquet encoding into the ingest path and make smaller files."),
   max_pending_bytes: size({ min: 1024 }).prefault("256MiB").describe("A partition whose files wait to be uploaded beyond this is paused (backpressure); other tenants go on."),
   multipart_threshold: size({ min: 1 }).prefault("16MiB").describe("Files of at least this many bytes are uploaded as a multipart upload (8 MiB parts), smaller ones with one PutObject."),
   shared_bucket: text().prefault("millrace-shared").describe("Bucket of multi-tenant tenants (each under its own prefix); $MILLRACE_S3_SHARED_BUCKET overrides it."),
@@ -42,6 +45,7 @@ export const s3Parquet = defineComponent({
     maxSpanMs: c.max_span,
     idleFlushMs: c.idle_flush,
     rowGroupRows: c.row_group_rows,
+    maxBufferedBytes: c.max_buffered_bytes,
     maxPendingBytes: c.max_pending_bytes,
     multipartThreshold: c.multipart_threshold,
     sharedBucket: c.shared_bucket,
