@@ -154,8 +154,9 @@ export async function stagingCopy(db: BenchDatabase, rowsByTenant: Map<string, S
           clients.map(async (c, i) => {
             const w = work[i]!;
             for (const buf of w.buffers) {
-              // As the sink: BEGIN, the tenant context (a validated UUID literal) and the stage DDL in one simple query.
-              await c.query(`BEGIN; SELECT set_config('app.current_tenant_id', '${w.tenant}', true); ${STAGE_DDL}`);
+              // As the sink: BEGIN with the stage DDL, then the tenant context as a bound parameter.
+              await c.query(`BEGIN; ${STAGE_DDL}`);
+              await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [w.tenant]);
               await pipeline(Readable.from([buf]), c.query(copyFrom(copySql)));
               await c.query(MOVE_SQL);
               await c.query("COMMIT");

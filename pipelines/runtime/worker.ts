@@ -783,7 +783,9 @@ export class IngestWorker {
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     this.metrics.batchRows.observe({ sink: this.sinkPlan.id }, rows.length);
     this.metrics.batchDuration.observe({ sink: this.sinkPlan.id }, seconds);
-    if (!result.alreadyCommitted) {
+    if (result.alreadyCommitted) {
+      this.log.info({ topic: src.topic, partition: src.partition, first, last }, "batch already stored by an earlier attempt whose COMMIT reply was lost; not counted again");
+    } else {
       this.metrics.records.inc({ tenant, outcome: "stored" }, result.inserted);
       this.metrics.records.inc({ tenant, outcome: "duplicate" }, result.duplicates);
       const dls = deadLetters.length + result.rejected.length;

@@ -255,8 +255,8 @@ export class TimescaleWriter {
   }
 
   /**
-   * One batch, one transaction. The common case is four round trips: `BEGIN; set_config; [stage
-   * DDL]` (one simple query), the COPY, one statement that moves the rows, writes the extra
+   * One batch, one transaction. The common case is five round trips: `BEGIN[; stage DDL]`, the
+   * tenant context (a bound parameter), the COPY, one statement that moves the rows, writes the extra
    * statements and advances the fenced offset, and COMMIT. A data error (SQLSTATE 22/23) anywhere
    * in it rolls the attempt back and the batch is written again by {@link writeBatchIsolating},
    * which bisects under savepoints.
@@ -268,9 +268,10 @@ export class TimescaleWriter {
     let broken: unknown;
     let isolate = false;
     try {
-      // The tenant id is a validated UUID: safe as a literal, so the prologue is one simple query.
-      const ddl = this.staged.has(client) ? "" : `; ${STAGE_DDL}`;
-      await client.query(`BEGIN; SELECT set_config('app.current_tenant_id', '${batch.tenantId.toLowerCase()}', true)${ddl}`);
+      // The tenant context is always a bound parameter, never part of the SQL text: a round trip of
+      // its own, since a simple query (BEGIN; DDL) cannot carry parameters.
+      await client.query(this.staged.has(client) ? "BEGIN" : `BEGIN; ${STAGE_DDL}`);
+      await client.query("SELECT set_config('app.current_tenant_id', $1, true)", [batch.tenantId]);
       if (batch.rows.length > 0) await copyRows(client, batch.rows);
       const extra: BatchStatement[] = [];
       if (batch.deadLetters.length > 0) extra.push(deadLetterStatement(batch.deadLetters));
