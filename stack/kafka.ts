@@ -93,6 +93,8 @@ export interface KafkaListener {
   port: number;
   /** Clients reach it (goes into advertised.listeners); false for the controller listener. */
   advertised: boolean;
+  /** Advertised at this port instead of `port` (a proxy in front of it). */
+  advertisedPort?: number;
 }
 
 export const KAFKA_NODE_ID = 1;
@@ -103,6 +105,9 @@ export function kafkaListeners(ctx: StackContext): KafkaListener[] {
   return [
     { name: INTER_BROKER_LISTENER, protocol: "PLAINTEXT", host: ctx.host, port: ctx.ports.kafka, advertised: true },
     { name: CONTROLLER_LISTENER, protocol: "PLAINTEXT", host: ctx.host, port: ctx.ports.kafkaController, advertised: false },
+    ...(ctx.kafkaProxiedListener
+      ? [{ name: "PROXIED", protocol: "PLAINTEXT" as const, host: ctx.host, port: ctx.kafkaProxiedListener.port, advertised: true, advertisedPort: ctx.kafkaProxiedListener.advertisedPort }]
+      : []),
   ];
 }
 
@@ -122,7 +127,7 @@ export function kafkaServerProperties(
     // controller port needs no re-format (a --standalone dynamic quorum stores it in the metadata log).
     "controller.quorum.voters": `${KAFKA_NODE_ID}@${controller.host}:${controller.port}`,
     listeners: listeners.map(endpoint).join(","),
-    "advertised.listeners": listeners.filter((l) => l.advertised).map(endpoint).join(","),
+    "advertised.listeners": listeners.filter((l) => l.advertised).map((l) => endpoint({ ...l, port: l.advertisedPort ?? l.port })).join(","),
     "listener.security.protocol.map": listeners.map((l) => `${l.name}:${l.protocol}`).join(","),
     "controller.listener.names": CONTROLLER_LISTENER,
     "inter.broker.listener.name": INTER_BROKER_LISTENER,
@@ -249,7 +254,7 @@ async function adminAnswers(ctx: StackContext): Promise<boolean> {
  * torn down and its sockets are still bound; wait for the listeners to go away.
  */
 async function waitPortsClosed(ctx: StackContext, timeoutMs: number): Promise<void> {
-  const ports = [ctx.ports.kafka, ctx.ports.kafkaController];
+  const ports = [ctx.ports.kafka, ctx.ports.kafkaController, ...(ctx.kafkaProxiedListener ? [ctx.kafkaProxiedListener.port] : [])];
   await waitFor(
     `release of ${ports.map((port) => `${ctx.host}:${port}`).join(" and ")}`,
     async () => {

@@ -25,6 +25,13 @@ export interface StackContext {
   ports: StackPorts;
   /** Loopback address every service binds to. */
   host: string;
+  /**
+   * Kafka only, for fault tests: a second client listener on `port` whose advertised address is
+   * `advertisedPort` — a TCP fault proxy there forwards to `port`, so the clients that bootstrap
+   * through the proxy keep using it (Kafka answers metadata with the listener's own advertised
+   * address) while the others use the main listener. Never set by `millrace stack`.
+   */
+  kafkaProxiedListener?: { port: number; advertisedPort: number };
   log: (msg: string) => void;
 }
 

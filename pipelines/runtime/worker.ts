@@ -853,7 +853,10 @@ export class IngestWorker {
         await this.parquet.close(15_000);
         await this.commitKafkaHints();
       }
-      await this.consumer.stop().catch(() => {});
+      // Bounded: a consumer caught in a rejoin waits at the coordinator for every member — also one
+      // that died and whose session has not expired yet (up to session_timeout). Nothing depends on
+      // it: what is stored is committed, and the group drops a member that never leaves.
+      await bounded(this.consumer.stop(), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "the consumer did not stop in time (a rebalance waiting for other members?); shutting down anyway"));
       this.abort.abort(new Error("worker stopping"));
       await this.dlqPublisher.stop();
       await this.alertPublisher?.stop();
@@ -861,7 +864,7 @@ export class IngestWorker {
       this.webhookTargets?.stop();
       await this.webhooks?.stop();
       await this.dlqPublisher.flush().catch((err: unknown) => this.log.warn({ err }, "dead-letter flush at shutdown failed; they stay in the outbox"));
-      await Promise.allSettled([this.consumer.disconnect(), this.producer.disconnect(), this.admin.disconnect()]);
+      await bounded(Promise.allSettled([this.consumer.disconnect(), this.producer.disconnect(), this.admin.disconnect()]), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "Kafka clients did not disconnect in time; shutting down anyway"));
       await this.pool.end().catch(() => {});
     })();
     await this.stopping;
@@ -885,6 +888,9 @@ export class IngestWorker {
     return await this.dlqPublisher.drain();
   }
 }
+
+/** Bound of the Kafka steps of a shutdown (consumer stop, disconnects), well inside the 25 s grace. */
+const STOP_STEP_MS = 5_000;
 
 /** Waits for `p` at most `ms` (then calls `onTimeout`); never rejects. */
 async function bounded(p: Promise<unknown>, ms: number, onTimeout?: () => void): Promise<void> {

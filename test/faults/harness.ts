@@ -6,7 +6,9 @@
  *
  * Every reading carries its sequence: equipment `eq-NN` of a tenant sends seq 0, 1, 2, … with
  * time = base + seq·1 s and vibration = seq, on partition NN mod partitions (so every partition gets
- * the same share). Bounded throughout: every wait has a deadline, the run stops by itself.
+ * the same share). Its temperature follows a fixed cycle ({@link temperatureOf}) that raises and
+ * clears one temperature alarm per cycle, so the checker can also count alert events.
+ * Bounded throughout: every wait has a deadline, the run stops by itself.
  */
 import { randomUUID } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -22,11 +24,27 @@ import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { encodeReading, endOffsets, header, registerSensorSchema } from "../helpers/kafka.ts";
 import { pyarrowVersion, readS3DatasetWithPyarrow } from "../helpers/parquet-readers.ts";
-import { startWorkerProcess, writeTopology, type WorkerProcess } from "../helpers/processes.ts";
+import { startWorkerProcess, workerLogLines, writeTopology, type WorkerProcess } from "../helpers/processes.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import { FaultProxy, type PgMessage, type ProxyConn } from "./proxy.ts";
 
-export type FaultKind = "kill9" | "rolling_bounce" | "scale" | "broker_kill" | "poison" | "pg_cut";
+export type FaultKind = "kill9" | "rolling_bounce" | "scale" | "broker_kill" | "broker_stop" | "poison" | "pg_cut" | "pg_outage";
+
+/**
+ * The alarm cycle of every equipment: ALARM_CYCLE readings (1 s of event time apart), of which
+ * [ALARM_HIGH_FROM, ALARM_HIGH_TO) are at 115 °C — above the repository topology's temperature_high
+ * major level (110) for 60 s, past its 30 s sustain — and the rest at 20 °C, far below its clear
+ * level. So each complete cycle raises exactly one temperature alarm and clears it again.
+ */
+export const ALARM_CYCLE = 200;
+export const ALARM_HIGH_FROM = 100;
+export const ALARM_HIGH_TO = 160;
+export const temperatureOf = (seq: number): number => (seq % ALARM_CYCLE >= ALARM_HIGH_FROM && seq % ALARM_CYCLE < ALARM_HIGH_TO ? 115 : 20);
+
+/** The harness's reading number `seq` of equipment `eq` (the rig's producer sends the same). */
+export function faultReading(tenant: string, eq: number, seq: number, base: number): SensorReading {
+  return { time: base + seq * 1000, tenant_id: tenant, equipment_id: eqName(eq), facility_id: "fac-01", temperature: temperatureOf(seq), vibration: seq, pressure: null };
+}
 
 export interface FaultProfile {
   name: string;
@@ -45,7 +63,10 @@ export interface FaultProfile {
   bounceRounds: number;
   scale: boolean;
   poison: boolean;
-  /** Needs an isolated broker of the harness's own (never the shared stack's). */
+  /**
+   * Broker restarts; needs an isolated broker of the harness's own (never the shared stack's).
+   * Alternately hard (SIGKILL, `broker_kill`) and clean (SIGTERM, `broker_stop`).
+   */
   brokerKills: number;
   /**
    * PostgreSQL connection cuts through a fault proxy (test/faults/proxy.ts) in front of every
@@ -53,6 +74,12 @@ export interface FaultProfile {
    * the connection cut (committed, outcome unknown to the worker). 0 = workers connect directly.
    */
   pgCuts: number;
+  /**
+   * PostgreSQL outages through the same proxy: for pgOutageMs every connection is cut and every
+   * new one reset, as a stopped server looks to its clients; readiness must report it.
+   */
+  pgOutages: number;
+  pgOutageMs: number;
   /** Bound of each recovery wait and of the settle phase. */
   recoverTimeoutMs: number;
   settleTimeoutMs: number;
@@ -62,12 +89,12 @@ export interface FaultProfile {
 export const PROFILES: Record<"quick" | "soak", FaultProfile> = {
   quick: {
     name: "quick", tenants: 2, partitions: 3, equipment: 12, minPerPartition: 1000, perTick: 3, tickMs: 250,
-    replicas: 2, kills: 3, bounceRounds: 1, scale: true, poison: true, brokerKills: 0, pgCuts: 0,
+    replicas: 2, kills: 3, bounceRounds: 1, scale: true, poison: true, brokerKills: 0, pgCuts: 0, pgOutages: 0, pgOutageMs: 60_000,
     recoverTimeoutMs: 60_000, settleTimeoutMs: 90_000, seed: 1,
   },
   soak: {
     name: "soak", tenants: 3, partitions: 3, equipment: 12, minPerPartition: 5000, perTick: 4, tickMs: 250,
-    replicas: 3, kills: 24, bounceRounds: 3, scale: true, poison: true, brokerKills: 2, pgCuts: 6,
+    replicas: 3, kills: 24, bounceRounds: 3, scale: true, poison: true, brokerKills: 4, pgCuts: 6, pgOutages: 1, pgOutageMs: 60_000,
     recoverTimeoutMs: 120_000, settleTimeoutMs: 300_000, seed: 8,
   },
 };
@@ -100,7 +127,29 @@ export interface TenantCheck {
   inversionsParquet: number;
   deadLetters: number;
   deadLettersExpected: number;
+  alerts: AlertCheck;
   examples: string[];
+}
+
+/** Alert events of one tenant: the alerts table (exactly once) against the alerts topic (at least once). */
+export interface AlertCheck {
+  /** Events in the alerts table (threshold kind). */
+  pg: number;
+  /** Distinct events (millrace.alert.event_id) on the alerts topic. */
+  topicDistinct: number;
+  /** Records on the topic repeating an event already there with the same bytes (documented at-least-once). */
+  redelivered: number;
+  /** Table events never published. */
+  missingOnTopic: number;
+  /** Topic events the table does not have. */
+  notInTable: number;
+  /** Topic events repeated with different bytes. */
+  contradictory: number;
+  /** Alarms whose steps are not 1, 2, … from `raised`, or that go on after `cleared`. */
+  lifecycleErrors: number;
+  /** Complete alarm cycles checked (equipment whose rows are gap-free), and those without exactly one alarm raised and cleared in them. */
+  cyclesChecked: number;
+  cyclesWrong: number;
 }
 
 export interface FaultResults {
@@ -117,6 +166,10 @@ export interface FaultResults {
   inversions: number;
   unackedPresent: number;
   parquetEqualsPg: boolean;
+  /** Sums over the tenants. */
+  alerts: AlertCheck;
+  /** Per PostgreSQL outage: the live workers whose /readyz reported the database within it, of all live. */
+  pgOutageReadiness: Array<{ reported: number; of: number }>;
   settleMs: number | null;
   recoverMs: { max: number | null; mean: number | null };
   sigtermExits: WorkerExit[];
@@ -215,7 +268,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
     ]);
     const env = { MILLRACE_KAFKA_BROKERS: brokers };
     let workerPgUrl = db.adminUrl;
-    if (p.pgCuts > 0) {
+    if (p.pgCuts > 0 || p.pgOutages > 0) {
       const u = new URL(db.adminUrl);
       pgProxy = await FaultProxy.start({ name: "pg", protocol: "pg", target: { host: u.hostname, port: Number(u.port) } });
       u.host = `127.0.0.1:${pgProxy.port}`;
@@ -297,8 +350,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
           const batch: Array<{ eq: number; seq: number }> = [];
           for (let e = 0; e < p.equipment; e++) for (let k = 0; k < p.perTick; k++) batch.push({ eq: e, seq: nextSeq[ti]![e]!++ });
           const messages = batch.map(({ eq, seq }) => {
-            const value: SensorReading = { time: base + seq * 1000, tenant_id: tenant, equipment_id: eqName(eq), facility_id: "fac-01", temperature: 20, vibration: seq, pressure: null };
-            return { key: eqName(eq), partition: eq % p.partitions, value: encodeReading(schemaId, value) };
+            return { key: eqName(eq), partition: eq % p.partitions, value: encodeReading(schemaId, faultReading(tenant, eq, seq, base)) };
           });
           produced += messages.length;
           try {
@@ -316,7 +368,8 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
     })();
 
     // ----------------------------------------------------------------------------- fault scheduler
-    const faults: Record<FaultKind, number> = { kill9: 0, rolling_bounce: 0, scale: 0, broker_kill: 0, poison: 0, pg_cut: 0 };
+    const faults: Record<FaultKind, number> = { kill9: 0, rolling_bounce: 0, scale: 0, broker_kill: 0, broker_stop: 0, poison: 0, pg_cut: 0, pg_outage: 0 };
+    const pgOutageReadiness: FaultResults["pgOutageReadiness"] = [];
     start();
     await waitUntil("the first rows in PostgreSQL", async () => (await db.admin.query("SELECT count(*)::int AS n FROM sensor_data_raw")).rows[0].n > 0, 120_000, 250);
     if (p.scale) {
@@ -341,13 +394,14 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
       await recover("kill9", `${victim.name} killed, replacement started`, at);
       if (brokerCtx && brokerKillsLeft > 0 && (k + 1) % Math.max(1, Math.floor(p.kills / (p.brokerKills + 1))) === 0) {
         brokerKillsLeft--;
+        const hard = (p.brokerKills - brokerKillsLeft) % 2 === 1; // the 1st, 3rd, … hard; the others clean
         const bat = Date.now();
-        await kafkaService.stop(brokerCtx, { force: true });
+        await kafkaService.stop(brokerCtx, { force: hard });
         await new Promise((r) => setTimeout(r, 2000 + Math.floor(random() * 3000))); // broker down for a while
         await kafkaService.start(brokerCtx);
         await kafkaService.waitReady(brokerCtx, 120_000);
-        faults.broker_kill++;
-        await recover("broker_kill", "isolated broker SIGKILLed and restarted", bat);
+        faults[hard ? "broker_kill" : "broker_stop"]++;
+        await recover(hard ? "broker_kill" : "broker_stop", hard ? "isolated broker SIGKILLed and restarted" : "isolated broker stopped cleanly (SIGTERM) and restarted", bat);
       }
     }
     for (let i = 0; pgProxy && i < p.pgCuts; i++) {
@@ -379,6 +433,30 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
         faults.pg_cut++;
         await recover("pg_cut", what, at);
       }
+    }
+    for (let i = 0; pgProxy && i < p.pgOutages; i++) {
+      const proxy = pgProxy;
+      const at = Date.now();
+      proxy.refuse(p.pgOutageMs); // like a stopped server: every new connection is reset
+      proxy.cutAll();
+      // Readiness of every live worker reports the database while it is down (polled, bounded by the outage).
+      const watched = [...live];
+      const reported = new Set<string>();
+      await waitUntil("every live worker's /readyz to report the PostgreSQL outage", async () => {
+        for (const w of watched) {
+          if (reported.has(w.name)) continue;
+          const port = workerLogLines(w.logFile, /metrics and health endpoints listening/).at(-1)?.port;
+          if (typeof port !== "number") continue;
+          const res = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+          if (res?.status === 503 && ((await res.json()) as { why: string[] }).why.some((y) => /database/.test(y))) reported.add(w.name);
+        }
+        return reported.size === watched.length || !proxy.refusing;
+      }, p.pgOutageMs + 5_000, 500).catch(() => {});
+      if (!proxy.refusing) errors.push(`PostgreSQL outage ${i + 1}: readiness reported it on ${reported.size} of ${watched.length} workers only`);
+      pgOutageReadiness.push({ reported: reported.size, of: watched.length });
+      await waitUntil("the end of the PostgreSQL outage", async () => !proxy.refusing, p.pgOutageMs + 5_000, 250);
+      faults.pg_outage++;
+      await recover("pg_outage", `PostgreSQL unreachable for ${p.pgOutageMs / 1000} s (readiness 503 on ${reported.size}/${watched.length} workers)`, at);
     }
     for (let round = 0; round < p.bounceRounds; round++) {
       const at = Date.now();
@@ -435,7 +513,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
 
     // ----------------------------------------------------------------------------- checker
     log("checking: producer acks vs PostgreSQL vs Parquet (pyarrow) vs dead-letter topics");
-    const checks = await checkTenants({ db, kafka, tenants, acked, equipment: p.equipment, base, poisonSent });
+    const checks = await checkTenants({ db, kafka, tenants, acked, equipment: p.equipment, base, poisonSent, alarmCycles: true });
 
     const sum = (f: (c: TenantCheck) => number) => checks.reduce((n, c) => n + f(c), 0);
     const recs = faultLog.map((f) => f.recoverMs).filter((x): x is number => x !== null);
@@ -453,6 +531,8 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
       inversions: sum((c) => c.inversionsPg + c.inversionsParquet),
       unackedPresent: sum((c) => c.unackedPresent),
       parquetEqualsPg: checks.every((c) => c.parquetRows === c.pgRows),
+      alerts: sumAlerts(checks.map((c) => c.alerts)),
+      pgOutageReadiness,
       settleMs,
       recoverMs: { max: recs.length ? Math.max(...recs) : null, mean: recs.length ? Math.round(recs.reduce((a, b) => a + b, 0) / recs.length) : null },
       sigtermExits,
@@ -494,6 +574,8 @@ export interface CheckInput {
   base: number;
   /** Poison records sent per tenant (dead letters expected). */
   poisonSent: Map<string, number>;
+  /** The readings follow {@link faultReading}'s temperature cycle: check one alarm per complete cycle. */
+  alarmCycles?: boolean;
 }
 
 /**
@@ -511,7 +593,7 @@ export async function checkTenants(o: CheckInput): Promise<TenantCheck[]> {
       [tenant],
     )).rows;
     const pq = readS3DatasetWithPyarrow(`millrace-shared/${tenant}/sensor-data/`, s3Settings()).rows;
-    const c: TenantCheck = { tenant, acked: 0, pgRows: pgRows.length, parquetRows: pq.length, missingPg: 0, missingParquet: 0, duplicatedParquet: 0, unackedPresent: 0, foreignRows: 0, inversionsPg: 0, inversionsParquet: 0, deadLetters: 0, deadLettersExpected: poisonSent.get(tenant) ?? 0, examples };
+    const c: TenantCheck = { tenant, acked: 0, pgRows: pgRows.length, parquetRows: pq.length, missingPg: 0, missingParquet: 0, duplicatedParquet: 0, unackedPresent: 0, foreignRows: 0, inversionsPg: 0, inversionsParquet: 0, deadLetters: 0, deadLettersExpected: poisonSent.get(tenant) ?? 0, alerts: sumAlerts([]), examples };
     const pgBy = new Map<string, number[]>();
     for (const r of pgRows) {
       const list = pgBy.get(r.equipment_id) ?? [];
@@ -557,7 +639,8 @@ export async function checkTenants(o: CheckInput): Promise<TenantCheck[]> {
       }
       for (const s of pgSet) if (!ack.has(s) && !pqCount.has(s)) c.unackedPresent++;
     }
-    c.deadLetters = await countDeadLetters(kafka, `dead-letters-${tenant}`);
+    c.alerts = await checkAlerts(o, tenant, pgBy, note);
+    c.deadLetters = (await readTopic(kafka, `dead-letters-${tenant}`, "millrace.dlq.id")).size;
     if (c.deadLetters !== c.deadLettersExpected) note(`dead letters on the topic: ${c.deadLetters}, expected ${c.deadLettersExpected}`);
     checks.push(c);
   }
@@ -565,34 +648,98 @@ export async function checkTenants(o: CheckInput): Promise<TenantCheck[]> {
   return checks;
 }
 
-/** Distinct dead letters (by the millrace.dlq.id header) on a tenant's dead-letter topic, read from the start (bounded). */
-async function countDeadLetters(kafka: Kafka, topic: string): Promise<number> {
+/**
+ * Every record of `topic`, read from the start (bounded), by the value of header `idHeader`:
+ * id → the distinct value bytes (hex) seen under it, and how many records carried it.
+ */
+async function readTopic(kafka: Kafka, topic: string, idHeader: string): Promise<Map<string, { values: Set<string>; records: number }>> {
+  const out = new Map<string, { values: Set<string>; records: number }>();
   const admin = kafka.admin();
   await admin.connect();
   let total = 0;
   try {
+    if (!(await admin.listTopics()).includes(topic)) return out;
     for (const o of await admin.fetchTopicOffsets(topic)) total += Number(o.high) - Number(o.low);
   } finally {
     await admin.disconnect();
   }
-  if (total === 0) return 0;
-  const ids = new Set<string>();
+  if (total === 0) return out;
   let seen = 0;
-  const consumer = kafka.consumer({ groupId: `faults-dlq-reader-${randomUUID()}` });
+  const consumer = kafka.consumer({ groupId: `faults-reader-${randomUUID()}` });
   await consumer.connect();
   try {
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
     void consumer.run({
       eachMessage: async ({ message }) => {
         seen++;
-        ids.add(header(message, "millrace.dlq.id") ?? `no-id-${seen}`);
+        const id = header(message, idHeader) ?? `no-id-${seen}`;
+        const e = out.get(id) ?? { values: new Set<string>(), records: 0 };
+        e.values.add(message.value?.toString("hex") ?? "");
+        e.records++;
+        out.set(id, e);
       },
     });
     await waitUntil(`the ${total} records of ${topic}`, async () => seen >= total, 60_000, 200).catch(() => {});
   } finally {
     await consumer.disconnect();
   }
-  return ids.size;
+  return out;
+}
+
+export function sumAlerts(xs: AlertCheck[]): AlertCheck {
+  const z: AlertCheck = { pg: 0, topicDistinct: 0, redelivered: 0, missingOnTopic: 0, notInTable: 0, contradictory: 0, lifecycleErrors: 0, cyclesChecked: 0, cyclesWrong: 0 };
+  for (const x of xs) for (const k of Object.keys(z) as Array<keyof AlertCheck>) z[k] += x[k];
+  return z;
+}
+
+/**
+ * One tenant's alert events: the alerts table against its alerts topic, each alarm's lifecycle,
+ * and (with {@link CheckInput.alarmCycles}) one temperature alarm raised and cleared per complete
+ * cycle of every equipment whose stored rows have no gap.
+ */
+async function checkAlerts(o: CheckInput, tenant: string, pgSeqs: Map<string, number[]>, note: (s: string) => void): Promise<AlertCheck> {
+  const a = sumAlerts([]);
+  const rows = (await o.db.admin.query<{ alert_id: string; seq: number; step: string; rule_id: string; equipment_id: string; t: string }>(
+    `SELECT alert_id, seq, step, rule_id, equipment_id, (extract(epoch FROM event_time) * 1000)::bigint AS t
+     FROM alerts WHERE tenant_id = $1 AND kind = 'threshold' ORDER BY alert_id, seq`,
+    [tenant],
+  )).rows;
+  a.pg = rows.length;
+  const onTopic = await readTopic(o.kafka, `alerts-${tenant}`, "millrace.alert.event_id");
+  const inTable = new Set(rows.map((r) => `${r.alert_id}/${r.seq}`));
+  for (const [id, e] of onTopic) {
+    if (e.values.size > 1) { a.contradictory++; note(`alert event ${id} on the topic with ${e.values.size} different contents`); }
+    a.redelivered += e.records - 1;
+    if (!inTable.has(id)) { a.notInTable++; note(`alert event ${id} on the topic, not in the alerts table`); }
+  }
+  a.topicDistinct = onTopic.size;
+  for (const id of inTable) if (!onTopic.has(id)) { a.missingOnTopic++; note(`alert event ${id} never published`); }
+
+  const byAlarm = new Map<string, typeof rows>();
+  for (const r of rows) byAlarm.set(r.alert_id, [...(byAlarm.get(r.alert_id) ?? []), r]);
+  for (const [id, steps] of byAlarm) {
+    const ok = steps.every((s, i) => s.seq === i + 1 && (i === 0) === (s.step === "raised") && (s.step !== "cleared" || i === steps.length - 1));
+    if (!ok) { a.lifecycleErrors++; note(`alarm ${id}: steps ${steps.map((s) => `${s.seq}:${s.step}`).join(", ")}`); }
+  }
+  if (!o.alarmCycles) return a;
+  for (let e = 0; e < o.equipment; e++) {
+    const eq = eqName(e);
+    const seqs = pgSeqs.get(eq) ?? [];
+    if (seqs.some((s, i) => s !== i)) continue; // a gap (unacked sends): its cycles are not checked
+    const complete = Math.floor(seqs.length / ALARM_CYCLE);
+    const seqOf = (t: string) => (Number(t) - o.base) / 1000;
+    const alarms = [...byAlarm.values()].filter((st) => st[0]!.equipment_id === eq && st[0]!.rule_id === "temperature_high");
+    for (let c = 0; c < complete; c++) {
+      a.cyclesChecked++;
+      const from = c * ALARM_CYCLE;
+      const raisedIn = alarms.filter((st) => st[0]!.step === "raised" && seqOf(st[0]!.t) >= from + ALARM_HIGH_FROM && seqOf(st[0]!.t) < from + ALARM_HIGH_TO);
+      const cleared = raisedIn.length === 1 && raisedIn[0]!.some((s) => s.step === "cleared" && seqOf(s.t) >= from + ALARM_HIGH_TO && seqOf(s.t) < from + ALARM_CYCLE);
+      if (!cleared) { a.cyclesWrong++; note(`${eq} cycle ${c}: ${raisedIn.length} temperature alarms raised in its high window${raisedIn.length === 1 ? ", not cleared in the cycle" : ""}`); }
+    }
+    const stray = alarms.filter((st) => st[0]!.step === "raised" && (seqOf(st[0]!.t) % ALARM_CYCLE < ALARM_HIGH_FROM || seqOf(st[0]!.t) % ALARM_CYCLE >= ALARM_HIGH_TO));
+    for (const st of stray) { a.cyclesWrong++; note(`${eq}: temperature alarm ${st[0]!.alert_id} raised outside a high window (seq ${seqOf(st[0]!.t)})`); }
+  }
+  return a;
 }
 
 /** A short Markdown summary of a run. */
@@ -612,6 +759,10 @@ export function summarise(r: FaultResults): string {
     `| sequence inversions | ${r.inversions} |`,
     `| unacked but present | ${r.unackedPresent} |`,
     `| Parquet rows = PG rows per tenant | ${r.parquetEqualsPg ? "yes" : "NO"} |`,
+    `| alert events: table / topic distinct (redelivered) | ${r.alerts.pg} / ${r.alerts.topicDistinct} (${r.alerts.redelivered}) |`,
+    `| alert events missing on topic / not in table / contradictory / bad lifecycles | ${r.alerts.missingOnTopic} / ${r.alerts.notInTable} / ${r.alerts.contradictory} / ${r.alerts.lifecycleErrors} |`,
+    `| alarm cycles checked / wrong | ${r.alerts.cyclesChecked} / ${r.alerts.cyclesWrong} |`,
+    ...r.pgOutageReadiness.map((x, i) => `| PostgreSQL outage ${i + 1}: workers reporting it on /readyz | ${x.reported} of ${x.of} |`),
     `| SIGTERM exits not 0 within 30 s | ${r.badSigtermExits} of ${r.sigtermExits.length} (slowest ${Math.max(0, ...r.sigtermExits.map((x) => x.ms))} ms) |`,
     `| time to recover (max / mean) | ${r.recoverMs.max ?? "–"} / ${r.recoverMs.mean ?? "–"} ms |`,
     `| settle | ${r.settleMs ?? "not within the bound"} ms |`,

@@ -6,13 +6,17 @@
  *  - watch the traffic and act at an exact point: for PostgreSQL every frontend and backend message is
  *    parsed (type byte + length), so a hook sees e.g. the Query `COMMIT` or the first CopyData and
  *    decides to forward it, drop it, or cut the connection before or after it; for HTTP (S3) every
- *    request head (request line + headers) is seen before its bytes are forwarded.
+ *    request head (request line + headers) is seen before its bytes are forwarded; for any other
+ *    protocol ("tcp", e.g. Kafka) bytes pass unframed and only cuts and refusals apply.
+ * A PostgreSQL client message can also be held ("hold"): it and everything after it from that
+ * client wait at the proxy until the test releases them (`ProxyConn.release`) — a write delayed for
+ * as long as the test needs, the connection kept open.
  * Hooks are synchronous, so an action (SIGKILL/SIGSTOP of the worker, a cut) happens before the
  * next byte moves. Nothing here sleeps; the proxy never reorders or alters bytes it forwards.
  */
 import net from "node:net";
 
-export type Verdict = "forward" | "drop" | "cut" | "forward-then-cut";
+export type Verdict = "forward" | "drop" | "cut" | "forward-then-cut" | "hold";
 
 export interface PgMessage {
   /** The type byte as a character ('Q', 'P', 'd', 'c', 'C', …); "startup" for the untyped first message. */
@@ -32,6 +36,8 @@ export interface ProxyConn {
   id: number;
   /** Destroy both sides now. */
   cut(): void;
+  /** Forward what a "hold" verdict kept back (in order) and stop holding. */
+  release(): void;
   /** Free-form per-connection state for hooks. */
   state: Record<string, unknown>;
 }
@@ -39,7 +45,7 @@ export interface ProxyConn {
 export interface ProxyOptions {
   name: string;
   target: { host: string; port: number };
-  protocol: "pg" | "http";
+  protocol: "pg" | "http" | "tcp";
   /** PostgreSQL: each client → server message. */
   onPgClient?: (m: PgMessage, c: ProxyConn) => Verdict | void;
   /** PostgreSQL: each server → client message. */
@@ -196,6 +202,7 @@ export class FaultProxy {
     this.stats.accepted++;
     const upstream = net.connect(this.opts.target.port, this.opts.target.host);
     let closed = false;
+    let held: Buffer[] | undefined;
     const entry = {
       client,
       upstream,
@@ -209,6 +216,11 @@ export class FaultProxy {
           this.conns.delete(entry);
           client.resetAndDestroy();
           upstream.resetAndDestroy();
+        },
+        release: () => {
+          const q = held;
+          held = undefined;
+          for (const raw of q ?? []) if (!closed) upstream.write(raw);
         },
       } as ProxyConn,
     };
@@ -254,11 +266,25 @@ export class FaultProxy {
       const fromClient = new PgFramer(true);
       const fromServer = new PgFramer(false);
       client.on("data", (chunk: Buffer) => {
-        for (const { raw, msg } of fromClient.push(chunk)) if (!apply(this.opts.onPgClient?.(msg, entry.pc), raw, upstream)) return;
+        for (const { raw, msg } of fromClient.push(chunk)) {
+          if (held) {
+            held.push(raw);
+            continue;
+          }
+          const v = this.opts.onPgClient?.(msg, entry.pc);
+          if (v === "hold") {
+            held = [raw];
+            continue;
+          }
+          if (!apply(v, raw, upstream)) return;
+        }
       });
       upstream.on("data", (chunk: Buffer) => {
         for (const { raw, msg } of fromServer.push(chunk)) if (!apply(this.opts.onPgServer?.(msg, entry.pc), raw, client)) return;
       });
+    } else if (this.opts.protocol === "tcp") {
+      client.on("data", (chunk: Buffer) => void (!closed && upstream.write(chunk)));
+      upstream.on("data", (chunk: Buffer) => void (!closed && client.write(chunk)));
     } else {
       const fromClient = new HttpFramer();
       client.on("data", (chunk: Buffer) => {

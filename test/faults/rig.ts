@@ -6,19 +6,21 @@
  * bounded waits on both sinks' stored offsets, and the harness's checker (checkTenants).
  */
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ListMultipartUploadsCommand, S3Client } from "@aws-sdk/client-s3";
 import { Kafka, logLevel, type Admin, type Producer } from "kafkajs";
 import { requireEnv } from "../../lib/env.ts";
-import type { SensorReading } from "../../schemas/index.ts";
-import { repoRoot } from "../../stack/context.ts";
+import { repoRoot, stackContext } from "../../stack/context.ts";
+import { kafkaService } from "../../stack/kafka.ts";
+import type { StackContext } from "../../stack/types.ts";
 import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { encodeReading, endOffsets, registerSensorSchema } from "../helpers/kafka.ts";
-import { startWorkerProcess, writeTopology, type WorkerProcess } from "../helpers/processes.ts";
+import { startWorkerProcess, workerLogLines, writeTopology, type WorkerProcess } from "../helpers/processes.ts";
 import { waitUntil } from "../helpers/wait.ts";
-import { checkTenants, eqName, s3Settings, type TenantCheck } from "./harness.ts";
+import { checkTenants, eqName, faultReading, s3Settings, sumAlerts, type TenantCheck } from "./harness.ts";
 import { FaultProxy } from "./proxy.ts";
 
 export type Offsets = Map<string, Map<number, number>>;
@@ -33,7 +35,15 @@ export interface RigOptions {
   tickMs: number;
   /** Extra topology edits (after the rig's small batches / files / timeouts). */
   topologyEdits?: Array<[RegExp, string]>;
+  /**
+   * A broker of the rig's own (ports 29492–29494, a temporary state dir) with a second listener
+   * behind a TCP fault proxy ({@link Rig.kafkaProxy}): a worker started with `kafka: rig.kafkaProxy`
+   * reaches the broker only through it, everything else directly.
+   */
+  isolatedBroker?: boolean;
 }
+
+const RIG_BROKER = { kafka: 29492, controller: 29493, proxied: 29494 };
 
 export class Rig {
   readonly runId: string;
@@ -56,6 +66,10 @@ export class Rig {
   private workerNo = 0;
   readonly procs: WorkerProcess[] = [];
   readonly proxies: FaultProxy[] = [];
+  /** With `isolatedBroker`: the proxy in front of the broker's second listener. */
+  kafkaProxy: FaultProxy | undefined;
+  private brokers = requireEnv("MILLRACE_KAFKA_BROKERS");
+  private brokerCtx: StackContext | undefined;
 
   constructor(readonly o: RigOptions) {
     this.runId = `${o.name}-${Date.now().toString(36)}`;
@@ -68,7 +82,22 @@ export class Rig {
   }
 
   async setup(): Promise<void> {
-    this.kafka = new Kafka({ clientId: `faults-${this.runId}`, brokers: requireEnv("MILLRACE_KAFKA_BROKERS").split(","), logLevel: logLevel.NOTHING, retry: { retries: 8 } });
+    if (this.o.isolatedBroker) {
+      this.kafkaProxy = await FaultProxy.start({ name: "kafka", protocol: "tcp", target: { host: "127.0.0.1", port: RIG_BROKER.proxied } });
+      this.proxies.push(this.kafkaProxy);
+      const b = stackContext();
+      this.brokerCtx = {
+        ...b,
+        stateDir: mkdtempSync(join(tmpdir(), "millrace-rig-broker-")),
+        ports: { ...b.ports, kafka: RIG_BROKER.kafka, kafkaController: RIG_BROKER.controller },
+        kafkaProxiedListener: { port: RIG_BROKER.proxied, advertisedPort: this.kafkaProxy.port },
+      };
+      await kafkaService.install(this.brokerCtx);
+      await kafkaService.start(this.brokerCtx);
+      await kafkaService.waitReady(this.brokerCtx, 120_000);
+      this.brokers = `127.0.0.1:${RIG_BROKER.kafka}`;
+    }
+    this.kafka = new Kafka({ clientId: `faults-${this.runId}`, brokers: this.brokers.split(","), logLevel: logLevel.NOTHING, retry: { retries: 8 } });
     this.db = await createTestDatabase();
     this.admin = this.kafka.admin();
     await this.admin.connect();
@@ -114,8 +143,8 @@ export class Rig {
     return u.toString();
   }
 
-  startWorker(opts: { pg?: FaultProxy; s3?: FaultProxy; topology?: string } = {}): WorkerProcess {
-    const env: NodeJS.ProcessEnv = {};
+  startWorker(opts: { pg?: FaultProxy; s3?: FaultProxy; kafka?: FaultProxy; topology?: string } = {}): WorkerProcess {
+    const env: NodeJS.ProcessEnv = { MILLRACE_KAFKA_BROKERS: opts.kafka ? `127.0.0.1:${opts.kafka.port}` : this.brokers };
     if (opts.s3) env.MILLRACE_S3_ENDPOINT = `http://127.0.0.1:${opts.s3.port}`;
     const w = startWorkerProcess({
       name: `w${++this.workerNo}`,
@@ -141,7 +170,7 @@ export class Rig {
           const batch: Array<{ eq: number; seq: number }> = [];
           for (let e = 0; e < this.o.equipment; e++) for (let k = 0; k < this.o.perTick; k++) batch.push({ eq: e, seq: this.nextSeq[ti]![e]!++ });
           const messages = batch.map(({ eq, seq }) => {
-            const value: SensorReading = { time: this.base + seq * 1000, tenant_id: tenant, equipment_id: eqName(eq), facility_id: "fac-01", temperature: 20, vibration: seq, pressure: null };
+            const value = faultReading(tenant, eq, seq, this.base);
             return { key: eqName(eq), partition: eq % this.o.partitions, value: encodeReading(this.schemaId, value) };
           });
           try {
@@ -214,7 +243,7 @@ export class Rig {
 
   /** The checker of the fault harness over this rig's tenants. */
   async check(): Promise<TenantCheck[]> {
-    return await checkTenants({ db: this.db, kafka: this.kafka, tenants: this.tenants, acked: this.acked, equipment: this.o.equipment, base: this.base, poisonSent: new Map() });
+    return await checkTenants({ db: this.db, kafka: this.kafka, tenants: this.tenants, acked: this.acked, equipment: this.o.equipment, base: this.base, poisonSent: new Map(), alarmCycles: true });
   }
 
   /** Incomplete multipart uploads under the rig's tenants' prefixes in the shared bucket. */
@@ -235,17 +264,7 @@ export class Rig {
 
   /** Lines of a worker's log (pino JSON) whose msg matches. */
   logLines(w: WorkerProcess, msg: RegExp): Array<Record<string, unknown>> {
-    const out: Array<Record<string, unknown>> = [];
-    for (const line of readFileSync(w.logFile, "utf8").split("\n")) {
-      if (!line.startsWith("{")) continue;
-      try {
-        const j = JSON.parse(line) as Record<string, unknown>;
-        if (typeof j.msg === "string" && msg.test(j.msg)) out.push(j);
-      } catch {
-        // a line cut by SIGKILL
-      }
-    }
-    return out;
+    return workerLogLines(w.logFile, msg);
   }
 
   /** SIGTERM a worker and wait (bounded) for its exit code. */
@@ -267,7 +286,11 @@ export class Rig {
     await Promise.all(this.procs.map((w) => w.exited));
     await this.stopProducer().catch(() => {});
     for (const p of this.proxies) await p.close().catch(() => {});
-    if (this.admin) {
+    if (this.brokerCtx) {
+      await this.admin?.disconnect().catch(() => {});
+      await kafkaService.stop(this.brokerCtx, { force: true }).catch(() => {});
+      rmSync(this.brokerCtx.stateDir, { recursive: true, force: true });
+    } else if (this.admin) {
       const existing = new Set(await this.admin.listTopics().catch(() => [] as string[]));
       const mine = this.tenants.flatMap((t) => [`sensor-data-${t}`, `alerts-${t}`, `dead-letters-${t}`]).filter((t) => existing.has(t));
       if (mine.length > 0) await this.admin.deleteTopics({ topics: mine }).catch(() => {});
@@ -289,6 +312,7 @@ export function totals(checks: TenantCheck[]) {
     inversions: sum((c) => c.inversionsPg + c.inversionsParquet),
     foreign: sum((c) => c.foreignRows),
     parquetEqualsPg: checks.every((c) => c.parquetRows === c.pgRows),
+    alerts: sumAlerts(checks.map((c) => c.alerts)),
     examples: checks.flatMap((c) => c.examples.map((e) => `${c.tenant.slice(0, 8)}: ${e}`)),
   };
 }

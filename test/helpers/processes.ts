@@ -28,6 +28,21 @@ export function writeTopology(dir: string, edits: Array<[RegExp, string]>): stri
   return file;
 }
 
+/** Lines of a worker's log file (pino JSON) whose msg matches; a line cut by SIGKILL is skipped. */
+export function workerLogLines(logFile: string, msg: RegExp): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = [];
+  for (const line of readFileSync(logFile, "utf8").split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const j = JSON.parse(line) as Record<string, unknown>;
+      if (typeof j.msg === "string" && msg.test(j.msg)) out.push(j);
+    } catch {
+      // a line cut by SIGKILL
+    }
+  }
+  return out;
+}
+
 export function startWorkerProcess(opts: {
   name: string;
   topology: string;

@@ -10,6 +10,7 @@ import type { WorkerProcess } from "../helpers/processes.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import type { FaultProxy, HttpRequestHead, PgMessage, ProxyConn, Verdict } from "../faults/proxy.ts";
 import { Rig, totals } from "../faults/rig.ts";
+import type { AlertCheck } from "../faults/harness.ts";
 
 const MIN_PER_PARTITION = 1000;
 let rig: Rig | undefined;
@@ -22,6 +23,8 @@ afterEach(async () => {
 const isBatchCopy = (m: PgMessage) => m.type === "Q" && /^COPY millrace_stage\b/.test(m.text ?? "");
 const isCommit = (m: PgMessage) => m.type === "Q" && m.text === "COMMIT";
 const isRollback = (m: PgMessage) => m.type === "Q" && m.text === "ROLLBACK";
+/** A sink batch's one statement that moves its rows into sensor_data_raw and advances the fenced offset. */
+const isMoveAndAdvance = (m: PgMessage) => m.type === "P" && /\badv AS \(INSERT INTO millrace\.consumer_offsets/.test(m.text ?? "");
 
 /** Per connection: `batch` while a sink batch's transaction is open (since its COPY); `ending` on its COMMIT/ROLLBACK. */
 function trackBatch(m: PgMessage, c: ProxyConn): void {
@@ -50,7 +53,8 @@ async function settleAndCheck(r: Rig, workers: WorkerProcess[]) {
   const checks = await r.check();
   const t = totals(checks);
   const perPartitionMin = await r.minPerPartition();
-  process.stdout.write(`[faults-network] ${r.o.name}: ${t.acked} acked, ${t.pgRows} PG rows, ${t.parquetRows} Parquet rows, min ${perPartitionMin}/partition, missing ${t.missing}, duplicated ${t.duplicated}, inversions ${t.inversions}, settle ${settleMs} ms\n`);
+  const a = t.alerts;
+  process.stdout.write(`[faults-network] ${r.o.name}: ${t.acked} acked, ${t.pgRows} PG rows, ${t.parquetRows} Parquet rows, min ${perPartitionMin}/partition, missing ${t.missing}, duplicated ${t.duplicated}, inversions ${t.inversions}, settle ${settleMs} ms; alert events ${a.pg} in the table, ${a.topicDistinct} on the topic (${a.redelivered} redelivered), alarm cycles ${a.cyclesChecked} checked\n`);
   expect(t.examples).toEqual([]);
   expect(perPartitionMin).toBeGreaterThanOrEqual(MIN_PER_PARTITION);
   expect(t.missing).toBe(0);
@@ -58,7 +62,17 @@ async function settleAndCheck(r: Rig, workers: WorkerProcess[]) {
   expect(t.inversions).toBe(0);
   expect(t.foreign).toBe(0);
   for (const c of checks) expect(c.parquetRows, `tenant ${c.tenant}: Parquet rows = PG rows`).toBe(c.pgRows);
+  expectAlertsExact(a);
   return t;
+}
+
+/** Alert events: stored once each, all published, none contradictory, every alarm cycle raised and cleared once. */
+function expectAlertsExact(a: AlertCheck): void {
+  expect(a.cyclesChecked, "complete alarm cycles to check").toBeGreaterThan(0);
+  expect(a.pg).toBeGreaterThan(0);
+  expect({ missingOnTopic: a.missingOnTopic, notInTable: a.notInTable, contradictory: a.contradictory, lifecycleErrors: a.lifecycleErrors, cyclesWrong: a.cyclesWrong })
+    .toEqual({ missingOnTopic: 0, notInTable: 0, contradictory: 0, lifecycleErrors: 0, cyclesWrong: 0 });
+  expect(a.topicDistinct).toBe(a.pg);
 }
 
 describe("network and phase-targeted faults (issue 8)", () => {
@@ -343,7 +357,6 @@ describe("network and phase-targeted faults (issue 8)", () => {
     // Frozen as it sends its batch's statement that moves the rows into sensor_data_raw and advances
     // the fenced offset: the server runs it (rows and offset row written, uncommitted, locked) and
     // the zombie sends nothing more — no heartbeats, no COMMIT — its transaction left open.
-    const isMoveAndAdvance = (m: PgMessage) => m.type === "P" && /\badv AS \(INSERT INTO millrace\.consumer_offsets/.test(m.text ?? "");
     const stoppedAt = await fire(pgp, "SIGSTOP of a worker holding a written, uncommitted batch", (fired) => {
       pgp.hooks = {
         onPgClient: (m, c) => {
@@ -374,6 +387,64 @@ describe("network and phase-targeted faults (issue 8)", () => {
     process.stdout.write(`[faults-network] zombie: frozen ${takeoverMs} ms until the new owner was past it in both sinks; the zombie's connection afterwards sent ${JSON.stringify(zconnSent)}, closed by the server: ${zconnServerClosed}; fenced: ${String(fenced.err)}\n`);
     expect(zconnSent, "the zombie's batch transaction was never committed").not.toContain("COMMIT");
     await r.caughtUp("after the zombie rejoined", 120_000);
+    await settleAndCheck(r, [zombie, other]);
+  }, 600_000);
+
+  it("a zombie cut off from the broker past its session timeout while its batch's write is delayed: the late write is fenced once the new owner moved on, nothing stored twice", async () => {
+    rig = new Rig({ name: "zombie-net", tenants: 2, partitions: 2, equipment: 8, perTick: 3, tickMs: 250, isolatedBroker: true });
+    const r = rig;
+    await r.setup();
+    const kp = r.kafkaProxy!;
+    const pgp = await r.pgProxy("pg");
+    pgp.hooks = { onPgClient: (m, c) => void trackBatch(m, c) };
+    // The zombie reaches the broker only through the Kafka proxy, PostgreSQL only through the PG proxy.
+    const zombie = r.startWorker({ pg: pgp, kafka: kp });
+    const other = r.startWorker();
+    await r.startProducer();
+    await r.produceAtLeast(1);
+    await r.caughtUp("first rows", 120_000);
+    await waitUntil("both workers to hold partitions", async () => {
+      const a = r.logLines(zombie, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
+      const b = r.logLines(other, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
+      return a && b && Object.values(a).flat().length > 0 && Object.values(b).flat().length > 0;
+    }, 120_000, 500);
+
+    // The zombie's PostgreSQL connections are cut, so its next sink batch opens a new one (whose
+    // first statement is `BEGIN; CREATE TEMP TABLE … millrace_stage`). As it sends that: its broker
+    // connections are cut and refused (no heartbeats, fetches or commits) and the batch's BEGIN is
+    // held at the proxy — a write delayed past the session timeout, by a process that keeps
+    // running. (Held before its transaction starts: a transaction left open would be ended by the
+    // server's idle-in-transaction timeout, which the worker sets to the session timeout.)
+    let held: ProxyConn | undefined;
+    const isNewSinkConnBegin = (m: PgMessage) => m.type === "Q" && /^BEGIN; CREATE TEMP TABLE IF NOT EXISTS millrace_stage\b/.test(m.text ?? "");
+    const cutAt = await fire(pgp, "broker cut of a worker whose batch's write is in flight", (fired) => {
+      pgp.hooks = {
+        onPgClient: (m, c): Verdict | void => {
+          trackBatch(m, c);
+          if (!held && isNewSinkConnBegin(m)) {
+            kp.refuse(10 * 60_000);
+            kp.cutAll();
+            held = c;
+            fired();
+            return "hold";
+          }
+        },
+      };
+      pgp.cutAll();
+    });
+    const atCut = await r.snapshot();
+    await waitUntil("the new owner to store past the zombie's batch", () => r.reached(atCut, ["pg"], r.topics, true), 120_000, 250);
+    await waitUntil("Parquet past the zombie's batch", () => r.reached(atCut, ["parquet"]), 120_000, 250);
+    const takeoverMs = Date.now() - cutAt;
+    expect(zombie.child.exitCode, "the zombie kept running while cut off").toBeNull();
+    expect(kp.stats.refused, "the zombie tried to reach the broker and was refused").toBeGreaterThan(0);
+    // The late write arrives (BEGIN, COPY, the move-and-advance): the fence refuses it (the stored
+    // offset is no longer the batch's start); nothing of it is committed.
+    held!.release();
+    const fenced = await waitUntil("the zombie's late write to be fenced", async () => r.logLines(zombie, /batch fenced/)[0], 90_000, 250);
+    kp.refuse(0);
+    process.stdout.write(`[faults-network] zombie-net: cut off ${takeoverMs} ms until the new owner was past it in both sinks; Kafka connections refused ${kp.stats.refused}; fenced: ${String(fenced.err)}\n`);
+    await r.caughtUp("after the zombie reconnected", 180_000);
     await settleAndCheck(r, [zombie, other]);
   }, 600_000);
 });
