@@ -335,6 +335,43 @@ describe("network and phase-targeted faults (issue 8)", () => {
     await settleAndCheck(r, [w]);
   }, 600_000);
 
+  it("PostgreSQL unavailable for a minute: readiness reports it, the worker neither crashes nor loses anything, and catches up by itself", async () => {
+    rig = new Rig({ name: "pg-outage", tenants: 2, partitions: 2, equipment: 8, perTick: 2, tickMs: 250 });
+    const r = rig;
+    await r.setup();
+    const pgp = await r.pgProxy("pg");
+    const w = r.startWorker({ pg: pgp });
+    await r.startProducer();
+    await r.produceAtLeast(1);
+    await r.caughtUp("first rows", 120_000);
+    const port = Number(await waitUntil("the worker's metrics port", async () => r.logLines(w, /metrics and health endpoints listening/)[0]?.port, 60_000));
+    const readyz = async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+      return { status: res.status, body: (await res.json()) as { why: string[] } };
+    };
+
+    const OUTAGE_MS = 60_000;
+    const at = Date.now();
+    pgp.refuse(OUTAGE_MS); // like a stopped server: every connection cut, every new one reset
+    pgp.cutAll();
+    const notReady = await waitUntil("readiness to report the database", async () => {
+      const x = await readyz();
+      return x.status === 503 && x.body.why.some((y) => /database/.test(y)) ? x : undefined;
+    }, OUTAGE_MS - 5_000, 500);
+    const reportedMs = Date.now() - at;
+    const pgAtReported = await r.stored("pg"); // read directly, not through the proxy
+    expect(pgp.refusing, "still inside the outage").toBe(true);
+    expect(w.child.exitCode, "the worker is still running").toBeNull();
+    await waitUntil("the end of the outage", async () => !pgp.refusing, OUTAGE_MS + 5_000, 250);
+    const upAt = Date.now();
+    expect(await r.stored("pg"), "nothing could be stored while PostgreSQL was unreachable").toEqual(pgAtReported);
+    const recoverMs = await r.caughtUp("recovery after the PostgreSQL outage", 180_000);
+    await waitUntil("readiness to recover", async () => (await readyz()).status === 200, 60_000, 500);
+    process.stdout.write(`[faults-network] pg-outage: ${OUTAGE_MS} ms down, connections refused ${pgp.stats.refused}, readiness 503 after ${reportedMs} ms (${JSON.stringify(notReady.body.why)}), caught up ${recoverMs} ms after PostgreSQL came back (${Date.now() - upAt} ms incl. readiness)\n`);
+    expect(pgp.stats.refused).toBeGreaterThan(0);
+    await settleAndCheck(r, [w]);
+  }, 600_000);
+
   it("a zombie worker (SIGSTOPped holding a batch whose rows are written but not committed, past its session timeout) is fenced on resume; the new owner is not blocked by its locks", async () => {
     rig = new Rig({ name: "zombie", tenants: 2, partitions: 2, equipment: 8, perTick: 3, tickMs: 250 });
     const r = rig;

@@ -1,7 +1,8 @@
 /**
  * Exactly once under crashes and scaling, with real worker processes (`millrace run`):
  *  - kill -9 of the only worker in the middle of a run, then a restart: every reading stored once;
- *  - three replicas of one group, one killed and one added while producing: exactly once, lag drains.
+ *  - three replicas of one group, one killed and one added while producing: exactly once, lag drains;
+ *  - SIGTERM while a rebalance waits for a killed member: still a clean, bounded exit.
  * Counted independently of the worker: per (tenant, equipment) the sequence numbers produced vs the
  * rows in PostgreSQL (missing = 0, duplicated = 0 — the primary key forbids duplicates, so the check
  * that matters is that every produced sequence is there and nothing else is).
@@ -15,7 +16,7 @@ import { repoRoot } from "../../stack/context.ts";
 import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { deleteTopics, encodeReading, endOffsets, produce, registerSensorSchema, testKafka } from "../helpers/kafka.ts";
-import { startWorkerProcess, writeTopology, type WorkerProcess } from "../helpers/processes.ts";
+import { startWorkerProcess, workerLogLines, writeTopology, type WorkerProcess } from "../helpers/processes.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 const LOG_DIR = join(repoRoot, ".stack", "test-logs");
@@ -137,5 +138,31 @@ describe("ingest worker: kill -9, restart, scaling", () => {
     for (const p of [r1, r3, r4]) p.kill("SIGTERM");
     const codes = await Promise.all([r1.exited, r3.exited, r4.exited]);
     expect(codes).toEqual([0, 0, 0]);
+  });
+
+  it("SIGTERM while the group's rebalance waits for a killed member: a clean exit 0 within the grace period", async () => {
+    // A 60 s session: the killed member stays in the group for up to a minute, so the rebalance
+    // (and a consumer stop waiting on it) outlasts the worker's 25 s shutdown grace by far.
+    const slow = writeTopology(LOG_DIR, [[/max_rows: \d+/, "max_rows: 250"], [/session_timeout: 30s/, "session_timeout: 60s"]]);
+    const group = `rebal-${randomBytes(3).toString("hex")}`;
+    const startSlow = (name: string) => {
+      const p = startWorkerProcess({ name, topology: slow, group, tenants, pgUrl: db.adminUrl, logDir: LOG_DIR });
+      procs.push(p);
+      return p;
+    };
+    const assigned = (w: WorkerProcess) => {
+      const a = workerLogLines(w.logFile, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
+      return a !== undefined && Object.values(a).flat().length > 0;
+    };
+    const a = startSlow("rebal-a");
+    const b = startSlow("rebal-b");
+    await waitUntil("both workers to hold partitions", async () => assigned(a) && assigned(b), 120_000, 250);
+    b.kill("SIGKILL");
+    await b.exited;
+    startSlow("rebal-c"); // its join starts a rebalance that waits for b until b's session expires
+    await waitUntil("the first worker to be caught in the rebalance", async () => workerLogLines(a.logFile, /rebalancing, re-joining/).length > 0, 60_000, 100);
+    a.kill("SIGTERM");
+    expect(await a.exited, `exit code after SIGTERM (log: ${a.logFile})`).toBe(0);
+    expect(workerLogLines(a.logFile, /clean shutdown took too long/)).toEqual([]);
   });
 });
