@@ -146,7 +146,8 @@ describe("ingest worker: kill -9, restart, scaling", () => {
     const slow = writeTopology(LOG_DIR, [[/max_rows: \d+/, "max_rows: 250"], [/session_timeout: 30s/, "session_timeout: 60s"]]);
     const group = `rebal-${randomBytes(3).toString("hex")}`;
     const startSlow = (name: string) => {
-      const p = startWorkerProcess({ name, topology: slow, group, tenants, pgUrl: db.adminUrl, logDir: LOG_DIR });
+      // Log files are appended to: a name of this run only, so no earlier run's lines are read.
+      const p = startWorkerProcess({ name: `${group}-${name}`, topology: slow, group, tenants, pgUrl: db.adminUrl, logDir: LOG_DIR });
       procs.push(p);
       return p;
     };
@@ -154,12 +155,12 @@ describe("ingest worker: kill -9, restart, scaling", () => {
       const a = workerLogLines(w.logFile, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
       return a !== undefined && Object.values(a).flat().length > 0;
     };
-    const a = startSlow("rebal-a");
-    const b = startSlow("rebal-b");
+    const a = startSlow("a");
+    const b = startSlow("b");
     await waitUntil("both workers to hold partitions", async () => assigned(a) && assigned(b), 120_000, 250);
     b.kill("SIGKILL");
     await b.exited;
-    startSlow("rebal-c"); // its join starts a rebalance that waits for b until b's session expires
+    startSlow("c"); // its join starts a rebalance that waits for b until b's session expires
     await waitUntil("the first worker to be caught in the rebalance", async () => workerLogLines(a.logFile, /rebalancing, re-joining/).length > 0, 60_000, 100);
     a.kill("SIGTERM");
     expect(await a.exited, `exit code after SIGTERM (log: ${a.logFile})`).toBe(0);
