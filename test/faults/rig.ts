@@ -267,6 +267,19 @@ export class Rig {
     return workerLogLines(w.logFile, msg);
   }
 
+  /** Whether the worker's latest consumer-group assignment (from its log) holds any partition. */
+  holdsPartitions(w: WorkerProcess): boolean {
+    const a = this.logLines(w, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
+    return a !== undefined && Object.values(a).flat().length > 0;
+  }
+
+  /** The worker's /readyz answer (its port from its log, waited for, bounded). */
+  async readyz(w: WorkerProcess): Promise<{ status: number; body: { why: string[] } }> {
+    const port = Number(await waitUntil(`${w.name}'s metrics port`, async () => this.logLines(w, /metrics and health endpoints listening/)[0]?.port, 60_000));
+    const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+    return { status: res.status, body: (await res.json()) as { why: string[] } };
+  }
+
   /** SIGTERM a worker and wait (bounded) for its exit code. */
   async stopClean(w: WorkerProcess, timeoutMs = 30_000): Promise<number | null | "timeout"> {
     w.kill("SIGTERM");

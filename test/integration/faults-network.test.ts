@@ -299,11 +299,7 @@ describe("network and phase-targeted faults (issue 8)", () => {
     // would then appear during the outage although no file was stored.
     await r.produceAtLeast(1);
     await r.caughtUp("first rows", 120_000);
-    const port = Number(await waitUntil("the worker's metrics port", async () => r.logLines(w, /metrics and health endpoints listening/)[0]?.port, 60_000));
-    const readyz = async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-      return { status: res.status, body: (await res.json()) as { why: string[] } };
-    };
+    const readyz = () => r.readyz(w);
 
     const OUTAGE_MS = 60_000;
     const atDown = await r.snapshot();
@@ -344,11 +340,7 @@ describe("network and phase-targeted faults (issue 8)", () => {
     await r.startProducer();
     await r.produceAtLeast(1);
     await r.caughtUp("first rows", 120_000);
-    const port = Number(await waitUntil("the worker's metrics port", async () => r.logLines(w, /metrics and health endpoints listening/)[0]?.port, 60_000));
-    const readyz = async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-      return { status: res.status, body: (await res.json()) as { why: string[] } };
-    };
+    const readyz = () => r.readyz(w);
 
     const OUTAGE_MS = 60_000;
     const at = Date.now();
@@ -382,11 +374,7 @@ describe("network and phase-targeted faults (issue 8)", () => {
     const other = r.startWorker();
     await r.startProducer();
     await r.caughtUp("first rows", 120_000);
-    await waitUntil("both workers to hold partitions", async () => {
-      const a = r.logLines(zombie, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
-      const b = r.logLines(other, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
-      return a && b && Object.values(a).flat().length > 0 && Object.values(b).flat().length > 0;
-    }, 120_000, 500);
+    await waitUntil("both workers to hold partitions", async () => r.holdsPartitions(zombie) && r.holdsPartitions(other), 120_000, 500);
 
     let zconn = -1;
     const zconnSent: string[] = [];
@@ -440,11 +428,7 @@ describe("network and phase-targeted faults (issue 8)", () => {
     await r.startProducer();
     await r.produceAtLeast(1);
     await r.caughtUp("first rows", 120_000);
-    await waitUntil("both workers to hold partitions", async () => {
-      const a = r.logLines(zombie, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
-      const b = r.logLines(other, /joined consumer group/).at(-1)?.assignment as Record<string, number[]> | undefined;
-      return a && b && Object.values(a).flat().length > 0 && Object.values(b).flat().length > 0;
-    }, 120_000, 500);
+    await waitUntil("both workers to hold partitions", async () => r.holdsPartitions(zombie) && r.holdsPartitions(other), 120_000, 500);
 
     // The zombie's PostgreSQL connections are cut, so its next sink batch opens a new one (whose
     // first statement is `BEGIN; CREATE TEMP TABLE … millrace_stage`). As it sends that: its broker
