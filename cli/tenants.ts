@@ -3,6 +3,7 @@
  * logic is in tenants/lifecycle.ts. Settings: MILLRACE_PG_ADMIN_URL (or MILLRACE_PG_URL),
  * MILLRACE_KAFKA_BROKERS, MILLRACE_S3_*.
  */
+import { createInterface } from "node:readline/promises";
 import { InvalidArgumentError, type Command } from "commander";
 import { Kafka, logLevel } from "kafkajs";
 import pg from "pg";
@@ -186,7 +187,9 @@ export function registerTenantCommands(program: Command): void {
     .description("mark a tenant deleted (its readings become unknown_tenant dead letters); --purge also removes its topics, rows and objects")
     .argument("<id>", "tenant id", tenantIdArg)
     .option("--purge", "also delete its topics, its sensor_data_raw and dead-letter rows, and its Parquet objects and manifest rows")
-    .action(async (id: string, o: { purge?: boolean }) => {
+    .option("--yes", "with --purge: do not ask for confirmation (needed when no terminal can be asked)")
+    .action(async (id: string, o: { purge?: boolean; yes?: boolean }) => {
+      if (o.purge) await confirmPurge(id, { yes: o.yes === true, interactive: process.stdin.isTTY === true && process.stderr.isTTY === true, ask: askOnTerminal });
       await withContext(async (ctx) => {
         const r = await deleteTenant(ctx, id, { purge: o.purge });
         out(`tenant ${id}: ${r.statusChanged ? "marked deleted" : "already deleted"}`);
@@ -196,4 +199,24 @@ export function registerTenantCommands(program: Command): void {
         }
       });
     });
+}
+
+/**
+ * `delete --purge` removes a tenant's data for good: it asks for the tenant id to be typed again,
+ * or takes `--yes`; with no terminal to ask (a script, CI) and no `--yes` it refuses, saying so.
+ */
+export async function confirmPurge(id: string, o: { yes: boolean; interactive: boolean; ask: (question: string) => Promise<string> }): Promise<void> {
+  if (o.yes) return;
+  if (!o.interactive) throw new Error(`--purge deletes tenant ${id}'s topics, rows and Parquet objects for good; there is no terminal to ask, so confirm with --yes`);
+  const answer = (await o.ask(`This deletes tenant ${id}'s topics, rows and Parquet objects for good. Type the tenant id to confirm: `)).trim().toLowerCase();
+  if (answer !== id.toLowerCase()) throw new Error(`not confirmed (expected ${id}); nothing was changed`);
+}
+
+async function askOnTerminal(question: string): Promise<string> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return await rl.question(question);
+  } finally {
+    rl.close();
+  }
 }
