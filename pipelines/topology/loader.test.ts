@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { repoRoot } from "../../stack/context.ts";
@@ -71,7 +72,7 @@ const BAD_FIXTURES: Record<string, Expected[]> = {
     ["(yaml)", 8, "Flow map in block collection must be sufficiently indented and end with a }"],
   ],
   "settings.yaml": [
-    ["sources.in.heartbeat_interval", 7, "must be shorter than session_timeout"],
+    ["sources.in.heartbeat_interval", 7, "must be at most a third of session_timeout (10s), i.e. at most 3333ms"],
     ["sources.in.max_bytes_per_partition", 8, "must not exceed max_bytes"],
     ["processors.decode.retry", 15, "unknown setting `retry` for avro_decode: only timescale_copy, s3_parquet, kafka_dead_letter take the engine's `retry` settings"],
     ["sinks.db.retry.max_delay", 25, "must be at least initial_delay"],
@@ -136,6 +137,20 @@ describe("loadTopology: bad fixtures report exactly their problems", () => {
         { path: "(document)", line: 1, column: 1, message: "expected a mapping with `version`, `sources`, `processors` and `sinks`" },
       ]);
     }
+  });
+
+  it("refuses a shared_bucket that S3 would refuse, at its line", () => {
+    const text = readFileSync(join(repoRoot, "topology.yaml"), "utf8").replace("shared_bucket: millrace-shared", "shared_bucket: Millrace_Shared");
+    const line = text.split("\n").findIndex((l) => l.includes("Millrace_Shared")) + 1;
+    let caught: unknown;
+    try {
+      parseTopology(text, join(repoRoot, "topology.yaml"));
+    } catch (err) {
+      caught = err;
+    }
+    expect((caught as TopologyError).problems).toEqual([
+      { path: "sinks.parquet.shared_bucket", line, column: expect.any(Number), message: expect.stringContaining('bucket "Millrace_Shared" is not a valid S3 bucket name') },
+    ]);
   });
 
   it("reports missing sections", () => {

@@ -14,6 +14,7 @@ import { Kafka, logLevel, type Admin, type Producer } from "kafkajs";
 import { requireEnv } from "../../lib/env.ts";
 import { repoRoot, stackContext } from "../../stack/context.ts";
 import { kafkaService } from "../../stack/kafka.ts";
+import { postgresService } from "../../stack/postgres.ts";
 import type { StackContext } from "../../stack/types.ts";
 import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
@@ -41,9 +42,15 @@ export interface RigOptions {
    * reaches the broker only through it, everything else directly.
    */
   isolatedBroker?: boolean;
+  /**
+   * A PostgreSQL server of the rig's own (port 25632, a temporary state dir) instead of the
+   * stack's, so a test can really stop and start it ({@link Rig.stopPostgres}).
+   */
+  isolatedPostgres?: boolean;
 }
 
 const RIG_BROKER = { kafka: 29492, controller: 29493, proxied: 29494 };
+const RIG_POSTGRES_PORT = 25632;
 
 export class Rig {
   readonly runId: string;
@@ -70,6 +77,7 @@ export class Rig {
   kafkaProxy: FaultProxy | undefined;
   private brokers = requireEnv("MILLRACE_KAFKA_BROKERS");
   private brokerCtx: StackContext | undefined;
+  private pgCtx: StackContext | undefined;
 
   constructor(readonly o: RigOptions) {
     this.runId = `${o.name}-${Date.now().toString(36)}`;
@@ -98,7 +106,14 @@ export class Rig {
       this.brokers = `127.0.0.1:${RIG_BROKER.kafka}`;
     }
     this.kafka = new Kafka({ clientId: `faults-${this.runId}`, brokers: this.brokers.split(","), logLevel: logLevel.NOTHING, retry: { retries: 8 } });
-    this.db = await createTestDatabase();
+    let adminBaseUrl: string | undefined;
+    if (this.o.isolatedPostgres) {
+      const b = stackContext();
+      this.pgCtx = { ...b, stateDir: mkdtempSync(join(tmpdir(), "millrace-rig-pg-")), ports: { ...b.ports, postgres: RIG_POSTGRES_PORT } };
+      await this.startPostgres();
+      adminBaseUrl = postgresService.env(this.pgCtx).MILLRACE_PG_ADMIN_URL;
+    }
+    this.db = await createTestDatabase({ adminBaseUrl });
     this.admin = this.kafka.admin();
     await this.admin.connect();
     for (const t of this.tenants) {
@@ -118,6 +133,20 @@ export class Rig {
       [/heartbeat_interval: 3s/, "heartbeat_interval: 1s"],
       ...edits,
     ]);
+  }
+
+  /** With `isolatedPostgres`: stop the rig's server cleanly (fast shutdown: sessions ended, checkpoint). */
+  async stopPostgres(): Promise<void> {
+    if (!this.pgCtx) throw new Error("stopPostgres needs isolatedPostgres");
+    await postgresService.stop(this.pgCtx);
+  }
+
+  /** With `isolatedPostgres`: start the rig's server (installed and initialised on first use) and wait until it answers. */
+  async startPostgres(): Promise<void> {
+    if (!this.pgCtx) throw new Error("startPostgres needs isolatedPostgres");
+    await postgresService.install(this.pgCtx);
+    await postgresService.start(this.pgCtx);
+    await postgresService.waitReady(this.pgCtx, 120_000);
   }
 
   /** A proxy in front of this stack's PostgreSQL. */
@@ -310,6 +339,10 @@ export class Rig {
       await this.admin.disconnect().catch(() => {});
     }
     await this.db?.drop().catch(() => {});
+    if (this.pgCtx) {
+      await postgresService.stop(this.pgCtx, { force: true }).catch(() => {});
+      rmSync(this.pgCtx.stateDir, { recursive: true, force: true });
+    }
   }
 }
 

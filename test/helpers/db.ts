@@ -21,8 +21,9 @@ export function withDatabase(url: string, db: string): string {
   return u.toString();
 }
 
-export async function createTestDatabase(opts: { migrate?: boolean } = {}): Promise<TestDatabase> {
-  const base = requireEnv("MILLRACE_PG_ADMIN_URL");
+/** `adminBaseUrl`: another server's admin URL (default: the stack's, $MILLRACE_PG_ADMIN_URL). */
+export async function createTestDatabase(opts: { migrate?: boolean; adminBaseUrl?: string } = {}): Promise<TestDatabase> {
+  const base = opts.adminBaseUrl ?? requireEnv("MILLRACE_PG_ADMIN_URL");
   const name = `millrace_test_${randomBytes(5).toString("hex")}`;
   const root = new pg.Client({ connectionString: base });
   await root.connect();

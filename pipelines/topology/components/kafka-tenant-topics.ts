@@ -33,7 +33,11 @@ const config = z
       .describe("How often the worker looks for new tenant topics, so a new tenant is consumed without a restart."),
   })
   .superRefine((c, ctx) => {
-    if (c.heartbeat_interval >= c.session_timeout) ctx.addIssue({ code: "custom", path: ["heartbeat_interval"], message: "must be shorter than session_timeout" });
+    // Kafka's rule for consumers: heartbeats at most a third of the session timeout, so that one or
+    // two lost heartbeats do not cost the member its partitions.
+    if (c.heartbeat_interval * 3 > c.session_timeout) {
+      ctx.addIssue({ code: "custom", path: ["heartbeat_interval"], message: `must be at most a third of session_timeout (${formatDuration(c.session_timeout)}), i.e. at most ${formatDuration(Math.floor(c.session_timeout / 3))}` });
+    }
     if (c.max_bytes_per_partition > c.max_bytes) ctx.addIssue({ code: "custom", path: ["max_bytes_per_partition"], message: "must not exceed max_bytes" });
   });
 

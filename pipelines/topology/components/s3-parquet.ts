@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { defineComponent } from "../component-spec.ts";
 import { duration, integer, size, text } from "../fields.ts";
+import { bucketNameProblem } from "../../../sinks/s3-parquet/location.ts";
 
 const config = z.strictObject({
   max_rows: integer({ min: 1, max: 10_000_000 }).prefault(100_000).describe("A file is closed when it holds this many rows."),
@@ -14,7 +15,12 @@ const config = z.strictObject({
     .describe("Rows buffered for files over all partitions of a worker: beyond about this much memory, the largest buffers are closed into files early — the worker's memory for Parquet is bounded by this (plus uploads in flight), not by the number of partitions. Lower it (with the V8 heap limit) to bound RSS; early cuts move Parquet encoding into the ingest path and make smaller files."),
   max_pending_bytes: size({ min: 1024 }).prefault("256MiB").describe("A partition whose files wait to be uploaded beyond this is paused (backpressure); other tenants go on."),
   multipart_threshold: size({ min: 1 }).prefault("16MiB").describe("Files of at least this many bytes are uploaded as a multipart upload (8 MiB parts), smaller ones with one PutObject."),
-  shared_bucket: text().prefault("millrace-shared").describe("Bucket of multi-tenant tenants (each under its own prefix); $MILLRACE_S3_SHARED_BUCKET overrides it."),
+  shared_bucket: text()
+    .superRefine((v, ctx) => {
+      const problem = bucketNameProblem(v);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    })
+    .prefault("millrace-shared").describe("Bucket of multi-tenant tenants (each under its own prefix); $MILLRACE_S3_SHARED_BUCKET overrides it."),
   key_prefix: z
     .string()
     .regex(/^([a-z0-9_-]+\/)*$/, "a key prefix is empty or segments of [a-z0-9_-] each ending in /")
