@@ -27,6 +27,7 @@ import type { BenchDatabase } from "./db.ts";
 import { fixtureReadings, type Fixture } from "./fixtures.ts";
 import { cpuBetween, markCpu, stackPid } from "./procstat.ts";
 import { freePort, sleep, spawnLogged, waitExit } from "./spawn.ts";
+import { createTopicsAndWait } from "../lib/kafka-topics.ts";
 
 export const DEBEZIUM_VERSION = "3.6.0.Final";
 /** Bumped when bench/connect/pom.xml changes what it resolves (a new cache directory). */
@@ -98,7 +99,7 @@ export function peerTopic(tenantId: string): string {
 /** The same readings as JSON-with-schema, same keys, to one topic per tenant with `partitions` partitions. */
 export async function producePeerTopics(kafka: Kafka, admin: Admin, fx: Fixture, count: number, partitions: number): Promise<{ topics: string[]; bytes: number; seconds: number }> {
   const topics = fx.tenants.map(peerTopic);
-  await admin.createTopics({ topics: topics.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: true });
+  await createTopicsAndWait(admin, topics.map((topic) => ({ topic, numPartitions: partitions })));
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
   await producer.connect();
   const t0 = performance.now();

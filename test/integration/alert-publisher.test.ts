@@ -24,6 +24,7 @@ import { PgWebhookTargets, WebhookMetrics, WebhookNotifier } from "../../sinks/a
 import { createTestDatabase, insertTenant, type TestDatabase } from "../helpers/db.ts";
 import { consumeAll, header, testKafka } from "../helpers/kafka.ts";
 import { waitUntil } from "../helpers/wait.ts";
+import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 
 const T0 = Date.UTC(2024, 4, 1, 8, 0, 0);
 
@@ -47,7 +48,7 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
     kafka = testKafka("alerts-test");
     admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
+    await createTopicsAndWait(admin, [{ topic, numPartitions: 3 }]);
     const real = new SchemaRegistry({ host: requireEnv("MILLRACE_SCHEMA_REGISTRY_URL") });
     registry = {
       register: (schema, opts) => {

@@ -15,6 +15,7 @@ import { parseWire } from "../../produce/encode.ts";
 import { produceReadings, sensorTopic, TopicMissingError, type BatchAck } from "../../produce/publisher.ts";
 import { sensorSubject } from "../../produce/registry.ts";
 import { syntheticReadings, syntheticSpanMs } from "../../produce/synthetic.ts";
+import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 
 const COUNT = 500;
 const CONSUME_MS = 60_000;
@@ -47,7 +48,7 @@ describe("produce → Kafka → consume and decode", () => {
   beforeAll(async () => {
     admin = kafka.admin();
     await admin.connect();
-    expect(await admin.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }], waitForLeaders: true })).toBe(true);
+    await createTopicsAndWait(admin, [{ topic, numPartitions: 3, replicationFactor: 1 }]);
   });
 
   afterAll(async () => {

@@ -14,6 +14,7 @@ import { consumeAll, deleteTopics, encodeReading, endOffsets, header, produce, r
 import { waitUntil } from "../helpers/wait.ts";
 import { testPlan, testWorker } from "../helpers/worker.ts";
 import type { IngestWorker } from "../../pipelines/runtime/worker.ts";
+import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 
 describe("ingest worker: dead letters and restarts", () => {
   let db: TestDatabase;
@@ -47,7 +48,7 @@ describe("ingest worker: dead letters and restarts", () => {
     await createTenant(db.admin, admin, { tenantId: B, name: "B", tier: "basic", partitions: 1 });
     await createTenant(db.admin, admin, { tenantId: SUSPENDED, name: "S", tier: "basic", partitions: 1 });
     await db.admin.query("UPDATE tenants SET status = 'suspended' WHERE tenant_id = $1", [SUSPENDED]);
-    await admin.createTopics({ topics: [{ topic: topic(UNKNOWN), numPartitions: 1 }], waitForLeaders: true });
+    await createTopicsAndWait(admin, [{ topic: topic(UNKNOWN), numPartitions: 1 }]);
     schemaId = await registerSensorSchema(topic(A));
     // A row the database itself refuses (stands for any record that always fails in the sink).
     await db.admin.query("ALTER TABLE sensor_data_raw ADD CONSTRAINT test_poison CHECK (equipment_id <> 'poison-pill')");
