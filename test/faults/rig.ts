@@ -6,7 +6,7 @@
  * bounded waits on both sinks' stored offsets, and the harness's checker (checkTenants).
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ListMultipartUploadsCommand, S3Client } from "@aws-sdk/client-s3";
@@ -109,7 +109,9 @@ export class Rig {
     let adminBaseUrl: string | undefined;
     if (this.o.isolatedPostgres) {
       const b = stackContext();
-      this.pgCtx = { ...b, stateDir: mkdtempSync(join(tmpdir(), "millrace-rig-pg-")), ports: { ...b.ports, postgres: RIG_POSTGRES_PORT } };
+      const dir = mkdtempSync(join(tmpdir(), "millrace-rig-pg-"));
+      chmodSync(dir, 0o755); // mkdtemp makes 0700; as root the server runs as the postgres OS user, which must reach it
+      this.pgCtx = { ...b, stateDir: dir, ports: { ...b.ports, postgres: RIG_POSTGRES_PORT } };
       await this.startPostgres();
       adminBaseUrl = postgresService.env(this.pgCtx).MILLRACE_PG_ADMIN_URL;
     }
