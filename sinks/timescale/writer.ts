@@ -307,17 +307,9 @@ export class TimescaleWriter {
       this.staged.add(client);
       return { inserted: r.inserted, duplicates: batch.rows.length - r.inserted, rejected: [] };
     } catch (err) {
-      try {
-        await client.query("ROLLBACK");
-      } catch (rollbackErr) {
-        broken = rollbackErr;
-      }
-      if (isMissingPartitionError(err)) {
-        // A partition was dropped (retention) or never made: forget what we knew and retry.
-        this.knownDays.clear();
-        throw new RetriableSinkError(`missing time partition: ${(err as Error).message}`, err);
-      }
-      if (!isDataPgError(err) || broken !== undefined) throw err;
+      const after = await this.rollbackAfter(client, err);
+      broken = after.broken;
+      if (after.rethrow !== err || !isDataPgError(err) || broken !== undefined) throw after.rethrow;
       isolate = true;
     } finally {
       // A connection whose state is unknown (failed rollback, lost socket) is discarded, not reused.
@@ -325,6 +317,23 @@ export class TimescaleWriter {
     }
     if (isolate) return await this.writeBatchIsolating(batch);
     throw new Error("unreachable");
+  }
+
+  /**
+   * After a failed attempt: roll back, and say whether the rollback itself failed (the connection is
+   * then broken and must be discarded). A missing time partition (dropped by retention, or never
+   * made) becomes a retriable error, after forgetting the partitions known.
+   */
+  private async rollbackAfter(client: pg.PoolClient, err: unknown): Promise<{ broken: unknown; rethrow: unknown }> {
+    let broken: unknown;
+    try {
+      await client.query("ROLLBACK");
+    } catch (rollbackErr) {
+      broken = rollbackErr;
+    }
+    if (!isMissingPartitionError(err)) return { broken, rethrow: err };
+    this.knownDays.clear();
+    return { broken, rethrow: new RetriableSinkError(`missing time partition: ${(err as Error).message}`, err) };
   }
 
   /** The stored offset moved on: either an earlier attempt of this very batch committed, or the batch is fenced. */
@@ -374,16 +383,9 @@ export class TimescaleWriter {
       this.staged.add(client);
       return { inserted, duplicates: batch.rows.length - rejected.length - inserted, rejected };
     } catch (err) {
-      try {
-        await client.query("ROLLBACK");
-      } catch (rollbackErr) {
-        broken = rollbackErr;
-      }
-      if (isMissingPartitionError(err)) {
-        this.knownDays.clear();
-        throw new RetriableSinkError(`missing time partition: ${(err as Error).message}`, err);
-      }
-      throw err;
+      const after = await this.rollbackAfter(client, err);
+      broken = after.broken;
+      throw after.rethrow;
     } finally {
       client.release(broken === undefined ? undefined : (broken as Error));
     }
