@@ -48,6 +48,7 @@ export function registerRetentionCommands(program: Command): void {
         storageConfig: parquetStorageConfig(process.env),
         env: process.env,
         progress: o.quiet ? undefined : (l) => process.stderr.write(`${l}\n`),
+        adminUrl: optionalEnv("MILLRACE_PG_ADMIN_URL"),
       };
       if (o.tenant && o.tenant.length > 0) {
         const known = await db.query<{ tenant_id: string }>("SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1::uuid[])", [o.tenant]);

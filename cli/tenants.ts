@@ -70,7 +70,7 @@ async function withContext<T>(fn: (ctx: LifecycleContext) => Promise<T>): Promis
   const s3 = new S3ClientCache(process.env, { maxAttempts: 3 });
   await kafka.connect();
   try {
-    return await fn({ db, kafka, s3, storageConfig: parquetStorageConfig(process.env), env: process.env, progress: (l) => process.stderr.write(`${l}\n`) });
+    return await fn({ db, kafka, s3, storageConfig: parquetStorageConfig(process.env), env: process.env, progress: (l) => process.stderr.write(`${l}\n`), adminUrl: optionalEnv("MILLRACE_PG_ADMIN_URL") });
   } finally {
     s3.destroy();
     await kafka.disconnect();
@@ -97,15 +97,18 @@ export function registerTenantCommands(program: Command): void {
     .option("--deployment <type>", "multi-tenant | single-tenant | hybrid (default multi-tenant)", oneOf<DeploymentType>(DEPLOYMENTS, "--deployment"))
     .option("--bucket <bucket>", "dedicated bucket (single-tenant, or hybrid choosing dedicated storage)")
     .option("--kms-key-id <id>", "KMS key for the dedicated bucket's objects (SSE-KMS)")
+    .option("--database <mode>", "shared | dedicated: where its rows live (default: dedicated for single-tenant, shared otherwise)", oneOf<"shared" | "dedicated">(["shared", "dedicated"], "--database"))
     .option("--tenant-id <uuid>", "tenant id (default: generated)", tenantIdArg)
     .option("--json", "print the result as JSON")
-    .action(async (o: { name: string; tier?: Tier; deployment?: DeploymentType; bucket?: string; kmsKeyId?: string; tenantId?: string; json?: boolean }) => {
+    .action(async (o: { name: string; tier?: Tier; deployment?: DeploymentType; bucket?: string; kmsKeyId?: string; database?: "shared" | "dedicated"; tenantId?: string; json?: boolean }) => {
       await withContext(async (ctx) => {
-        const r = await createTenantLifecycle(ctx, { name: o.name, tier: o.tier, deploymentType: o.deployment, bucket: o.bucket, kmsKeyId: o.kmsKeyId, tenantId: o.tenantId });
-        if (o.json) return out(JSON.stringify({ tenantId: r.tenantId, rowCreated: r.rowCreated, topics: r.topics, bucket: r.location.bucket, prefix: r.location.tenantPrefix, bucketCreated: r.bucketCreated }));
+        const r = await createTenantLifecycle(ctx, { name: o.name, tier: o.tier, deploymentType: o.deployment, bucket: o.bucket, kmsKeyId: o.kmsKeyId, database: o.database, tenantId: o.tenantId });
+        if (o.json)
+          return out(JSON.stringify({ tenantId: r.tenantId, rowCreated: r.rowCreated, topics: r.topics, database: r.database, bucket: r.location.bucket, prefix: r.location.tenantPrefix, bucketCreated: r.bucketCreated }));
         for (const n of r.notes) out(`note: ${n}`);
         out(`tenant    ${r.tenantId}${r.rowCreated ? " (created)" : " (existed; completed)"}`);
         out(`topics    ${Object.values(r.topics).join(", ")}`);
+        out(`database  ${r.database}`);
         out(`storage   s3://${r.location.bucket}/${r.location.tenantPrefix}${r.bucketCreated ? " (bucket created)" : ""}`);
       });
     });
@@ -121,8 +124,8 @@ export function registerTenantCommands(program: Command): void {
         if (rows.length === 0) return out("no tenants");
         out(
           table([
-            ["tenant", "name", "tier", "deployment", "status", "retention", "max eq", "storage"],
-            ...rows.map((r) => [r.tenant_id, r.tenant_name, r.subscription_tier, r.deployment_type, r.status, retention(r), String(r.max_equipment), r.storage_mode === "shared" ? "shared" : `s3://${r.storage_bucket}`]),
+            ["tenant", "name", "tier", "deployment", "status", "retention", "max eq", "database", "storage"],
+            ...rows.map((r) => [r.tenant_id, r.tenant_name, r.subscription_tier, r.deployment_type, r.status, retention(r), String(r.max_equipment), r.database_mode, r.storage_mode === "shared" ? "shared" : `s3://${r.storage_bucket}`]),
           ]),
         );
       });
@@ -142,6 +145,7 @@ export function registerTenantCommands(program: Command): void {
         out(`status      ${r.status}`);
         out(`tier        ${r.subscription_tier}`);
         out(`deployment  ${r.deployment_type} (database ${r.database_mode}, storage ${r.storage_mode})`);
+        out(`database    ${d.database}`);
         out(`retention   ${retention(r)}`);
         out(`equipment   max ${r.max_equipment}`);
         out(`region      ${r.data_region}`);

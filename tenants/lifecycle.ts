@@ -21,6 +21,7 @@ import {
 } from "../sinks/s3-parquet/location.ts";
 import { TENANT_ID } from "../sinks/s3-parquet/keys.ts";
 import { createTenant, tenantTopics } from "./provision.ts";
+import { describeDatabaseRef, newDedicatedDatabaseName, parseDatabaseRef, withTenantStore } from "./database.ts";
 import { deleteObjects, deleteTenantRows } from "./retention.ts";
 import { TIERS, type Tier } from "./tiers.ts";
 
@@ -36,6 +37,11 @@ export interface LifecycleContext {
   storageConfig: ParquetStorageConfig;
   env: Env;
   progress?: (line: string) => void;
+  /**
+   * Admin URL of the shared database (superuser or CREATEDB): dedicated databases are created on
+   * its server and migrated through it. Needed for tenants with a dedicated database.
+   */
+  adminUrl?: string;
 }
 
 export interface TenantRow {
@@ -48,6 +54,7 @@ export interface TenantRow {
   subscription_tier: Tier;
   status: TenantStatus;
   database_mode: "shared" | "dedicated";
+  database_ref: unknown;
   storage_mode: "shared" | "dedicated";
   storage_bucket: string | null;
   kms_key_id: string | null;
@@ -56,7 +63,7 @@ export interface TenantRow {
 }
 
 const ROW_COLUMNS =
-  "tenant_id, tenant_name, deployment_type, data_region, retention_policy_days, max_equipment, subscription_tier, status, database_mode, storage_mode, storage_bucket, kms_key_id, created_at, updated_at";
+  "tenant_id, tenant_name, deployment_type, data_region, retention_policy_days, max_equipment, subscription_tier, status, database_mode, database_ref, storage_mode, storage_bucket, kms_key_id, created_at, updated_at";
 
 export function parseTenantId(raw: string): string {
   const t = raw.trim().toLowerCase();
@@ -71,6 +78,8 @@ export interface CreateRequest {
   deploymentType?: DeploymentType;
   bucket?: string;
   kmsKeyId?: string;
+  /** Where its rows live; default: dedicated for single-tenant, shared otherwise (docs/tenancy.md). */
+  database?: "shared" | "dedicated";
 }
 
 export interface CreateResult {
@@ -80,6 +89,8 @@ export interface CreateResult {
   topics: ReturnType<typeof tenantTopics>;
   location: ParquetLocation;
   bucketCreated: boolean;
+  /** "shared", or the dedicated database (tenants/database.ts). */
+  database: string;
   notes: string[];
 }
 
@@ -94,6 +105,20 @@ function storagePlan(r: CreateRequest): { mode: "shared" | "dedicated"; bucket: 
   const bp = bucketNameProblem(r.bucket);
   if (bp) throw new Error(bp);
   return { mode: "dedicated", bucket: r.bucket, kmsKeyId: r.kmsKeyId };
+}
+
+/** Which database the request asks for; throws on a contradictory request. */
+function databasePlan(r: CreateRequest): "shared" | "dedicated" {
+  const dep = r.deploymentType ?? "multi-tenant";
+  if (dep === "multi-tenant") {
+    if (r.database === "dedicated") throw new Error("a multi-tenant tenant's rows live in the shared database: --database dedicated needs --deployment single-tenant or hybrid");
+    return "shared";
+  }
+  if (dep === "single-tenant") {
+    if (r.database === "shared") throw new Error("a single-tenant tenant has its own database: --database shared needs --deployment multi-tenant or hybrid");
+    return "dedicated";
+  }
+  return r.database ?? "shared";
 }
 
 async function ensureBucket(ctx: LifecycleContext, loc: ParquetLocation): Promise<boolean> {
@@ -124,14 +149,28 @@ export async function createTenantLifecycle(ctx: LifecycleContext, r: CreateRequ
   const tier = r.tier ?? "basic";
   const dep = r.deploymentType ?? "multi-tenant";
   const storage = storagePlan(r);
+  const database = databasePlan(r);
+  if (database === "dedicated" && !ctx.adminUrl) throw new Error("a dedicated database is created through the shared database's admin URL: set MILLRACE_PG_ADMIN_URL");
   if (storage.bucket && storage.bucket === ctx.storageConfig.sharedBucket) throw new Error(`bucket ${storage.bucket} is the shared bucket`);
   const notes: string[] = [];
   const policy = TIERS[tier];
   const ins = await ctx.db.query(
-    `INSERT INTO tenants (tenant_id, tenant_name, deployment_type, retention_policy_days, max_equipment, subscription_tier, storage_mode, storage_bucket, kms_key_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    `INSERT INTO tenants (tenant_id, tenant_name, deployment_type, retention_policy_days, max_equipment, subscription_tier, storage_mode, storage_bucket, kms_key_id, database_mode, database_ref)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
      ON CONFLICT (tenant_id) DO NOTHING`,
-    [tenantId, r.name, dep, policy.retentionDays, policy.maxEquipment, tier, storage.mode, storage.bucket, storage.kmsKeyId],
+    [
+      tenantId,
+      r.name,
+      dep,
+      policy.retentionDays,
+      policy.maxEquipment,
+      tier,
+      storage.mode,
+      storage.bucket,
+      storage.kmsKeyId,
+      database,
+      database === "dedicated" ? JSON.stringify({ database: newDedicatedDatabaseName() }) : null,
+    ],
   );
   const rowCreated = (ins.rowCount ?? 0) > 0;
   const row = await getTenant(ctx.db, tenantId);
@@ -143,15 +182,33 @@ export async function createTenantLifecycle(ctx: LifecycleContext, r: CreateRequ
     if (r.tier !== undefined && row.subscription_tier !== r.tier) differs.push(`tier ${row.subscription_tier}`);
     if (r.deploymentType !== undefined && row.deployment_type !== r.deploymentType) differs.push(`deployment ${row.deployment_type}`);
     if (storage.bucket !== null && row.storage_bucket !== storage.bucket) differs.push(`bucket ${row.storage_bucket ?? "(shared)"}`);
+    if (row.database_mode !== database) differs.push(`database ${row.database_mode}`);
     notes.push(`tenant row existed already${differs.length ? ` (kept as is: ${differs.join(", ")}; use \`tenants update\`)` : ""}; completing the remaining steps`);
   }
-  // Topics (createTenant: its INSERT is a no-op now, the topics are created if missing).
-  const { topics } = await createTenant(ctx.db, ctx.kafka, { tenantId, name: row.tenant_name, tier: row.subscription_tier, deploymentType: row.deployment_type });
+  // The dedicated database (created and migrated if missing), then the topics (createTenant: its
+  // INSERT is a no-op now, the database and topics are made if missing).
+  const { topics } = await createTenant(ctx.db, ctx.kafka, {
+    tenantId,
+    name: row.tenant_name,
+    tier: row.subscription_tier,
+    deploymentType: row.deployment_type,
+    dedicatedDatabase: row.database_mode === "dedicated" ? { adminUrl: ctx.adminUrl!, log: ctx.progress } : undefined,
+  });
+  if (row.database_mode === "dedicated" && !ctx.adminUrl) throw new Error("this tenant has a dedicated database; completing its create needs MILLRACE_PG_ADMIN_URL");
   const st = await loadTenantStorage(ctx.db, tenantId);
   const location = resolveParquetLocation(st!, ctx.storageConfig, ctx.env);
   let bucketCreated = false;
   if (location.mode === "dedicated") bucketCreated = await ensureBucket(ctx, location);
-  return { tenantId, rowCreated, topics, location, bucketCreated, notes };
+  return { tenantId, rowCreated, topics, location, bucketCreated, database: databaseOf(row), notes };
+}
+
+function databaseOf(row: TenantRow): string {
+  if (row.database_mode !== "dedicated") return "shared";
+  try {
+    return describeDatabaseRef(parseDatabaseRef(row.database_ref));
+  } catch (err) {
+    return `misconfigured: ${(err as Error).message}`;
+  }
 }
 
 export async function getTenant(db: pg.Pool, tenantId: string): Promise<TenantRow | undefined> {
@@ -168,6 +225,7 @@ export interface TenantDetails {
   row: TenantRow;
   topics: Array<{ name: string; exists: boolean; partitions: number | undefined }>;
   storage: string;
+  database: string;
 }
 
 export async function showTenant(ctx: LifecycleContext, tenantId: string): Promise<TenantDetails | undefined> {
@@ -185,7 +243,7 @@ export async function showTenant(ctx: LifecycleContext, tenantId: string): Promi
   } catch (err) {
     storage = `misconfigured: ${(err as Error).message}`;
   }
-  return { row, topics: names.map((name) => ({ name, exists: existing.has(name), partitions: parts.get(name) })), storage };
+  return { row, topics: names.map((name) => ({ name, exists: existing.has(name), partitions: parts.get(name) })), storage, database: databaseOf(row) };
 }
 
 export interface UpdateRequest {
@@ -307,9 +365,13 @@ export async function deleteTenant(ctx: LifecycleContext, tenantId: string, opts
   }
   result.topicsDeleted = doomed;
 
-  result.rowsDeleted = await deleteTenantRows(ctx.db, id, undefined, { progress: ctx.progress });
-  const dl = await ctx.db.query("DELETE FROM millrace.dead_letters WHERE tenant_id = $1", [id]);
-  result.deadLettersDeleted = dl.rowCount ?? 0;
+  // Rows, dead letters and the Parquet manifest live in the tenant's store: the shared database,
+  // or its dedicated database (which is kept, emptied of the tenant's data, like a dedicated bucket).
+  await withTenantStore(ctx.db, ctx.adminUrl, id, async (store) => {
+    result.rowsDeleted = await deleteTenantRows(store, id, undefined, { progress: ctx.progress });
+    const dl = await store.query("DELETE FROM millrace.dead_letters WHERE tenant_id = $1", [id]);
+    result.deadLettersDeleted = dl.rowCount ?? 0;
+  });
 
   const st = await loadTenantStorage(ctx.db, id);
   const loc = resolveParquetLocation(st!, ctx.storageConfig, ctx.env);
@@ -318,8 +380,34 @@ export async function deleteTenant(ctx: LifecycleContext, tenantId: string, opts
   if (failed.size > 0) throw new Error(`tenant ${id}: S3 did not delete ${failed.size} objects (e.g. ${[...failed][0]!.join(": ")}); rerun \`tenants delete --purge\``);
   result.objectsDeleted = keys.length;
   ctx.progress?.(`deleted ${keys.length} objects under s3://${loc.bucket}/${loc.tenantPrefix}`);
-  const mf = await ctx.db.query("DELETE FROM millrace.parquet_files WHERE tenant_id = $1", [id]);
-  result.manifestRowsDeleted = mf.rowCount ?? 0;
+  result.manifestRowsDeleted = await withTenantStore(ctx.db, ctx.adminUrl, id, async (store) => {
+    const mf = await store.query("DELETE FROM millrace.parquet_files WHERE tenant_id = $1", [id]);
+    return mf.rowCount ?? 0;
+  });
   result.purged = true;
   return result;
+}
+
+const ROLE_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/**
+ * Make an existing PostgreSQL role the tenant's analyst: mapped to the tenant in its store (the
+ * shared database, or its dedicated one — where the role is also granted CONNECT, which nobody else
+ * has there). Row-level security then shows it the tenant's rows only, whatever it sets.
+ */
+export async function grantAnalyst(ctx: Pick<LifecycleContext, "db" | "adminUrl">, tenantId: string, role: string): Promise<void> {
+  const id = parseTenantId(tenantId);
+  if (!ROLE_NAME.test(role)) throw new Error(`not a plain PostgreSQL role name (lower-case letters, digits, _): ${JSON.stringify(role)}`);
+  await withTenantStore(ctx.db, ctx.adminUrl, id, async (store, ref) => {
+    const c = await store.connect();
+    try {
+      await c.query("SELECT millrace.grant_analyst($1, $2)", [role, id]);
+      if (ref) {
+        const db = (await c.query<{ d: string }>("SELECT current_database() AS d")).rows[0]!.d;
+        await c.query(`GRANT CONNECT ON DATABASE ${c.escapeIdentifier(db)} TO ${c.escapeIdentifier(role)}`);
+      }
+    } finally {
+      c.release();
+    }
+  });
 }

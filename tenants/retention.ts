@@ -25,6 +25,7 @@ import {
   type S3ClientCache,
 } from "../sinks/s3-parquet/location.ts";
 import { TENANT_ID } from "../sinks/s3-parquet/keys.ts";
+import { withTenantStore } from "./database.ts";
 
 const DAY_MS = 86_400_000;
 
@@ -36,6 +37,8 @@ export interface RetentionContext {
   env: Env;
   /** Progress lines (default: none). */
   progress?: (line: string) => void;
+  /** The shared database's admin URL: how dedicated databases are reached (tenants/database.ts). */
+  adminUrl?: string;
 }
 
 export interface RetentionOptions {
@@ -134,9 +137,11 @@ export async function expireTenantParquet(
   tenantId: string,
   cutoff: Date,
   dryRun: boolean,
+  /** The tenant's store (its manifest); default the shared database. */
+  store: pg.Pool = ctx.db,
 ): Promise<{ removed: number; kept: number; problems: string[] }> {
   const problems: string[] = [];
-  const files = await ctx.db.query<FileRow>(
+  const files = await store.query<FileRow>(
     `SELECT topic, partition, first_offset, bucket, object_key, status, max_time
      FROM millrace.parquet_files WHERE tenant_id = $1 ORDER BY topic, partition, first_offset`,
     [tenantId],
@@ -179,7 +184,7 @@ export async function expireTenantParquet(
       kept++;
       continue;
     }
-    await ctx.db.query("DELETE FROM millrace.parquet_files WHERE tenant_id = $1 AND topic = $2 AND partition = $3 AND first_offset = $4 AND status = 'uploaded'", [
+    await store.query("DELETE FROM millrace.parquet_files WHERE tenant_id = $1 AND topic = $2 AND partition = $3 AND first_offset = $4 AND status = 'uploaded'", [
       tenantId,
       f.topic,
       f.partition,
@@ -221,11 +226,14 @@ export async function runRetention(ctx: RetentionContext, opts: RetentionOptions
     result.cutoff = cutoff;
     ctx.progress?.(`${t.tenant_id} (${t.tenant_name}): retention ${t.retention_policy_days} days, removing data before ${cutoff.toISOString()}${dryRun ? " (dry run)" : ""}`);
     try {
-      result.rowsRemoved = await deleteTenantRows(ctx.db, t.tenant_id, cutoff, { dryRun, progress: ctx.progress });
-      const p = await expireTenantParquet(ctx, t.tenant_id, cutoff, dryRun);
-      result.objectsRemoved = p.removed;
-      result.objectsKept = p.kept;
-      result.problems.push(...p.problems);
+      // In the tenant's store: the shared database or its dedicated one.
+      await withTenantStore(ctx.db, ctx.adminUrl, t.tenant_id, async (store) => {
+        result.rowsRemoved = await deleteTenantRows(store, t.tenant_id, cutoff, { dryRun, progress: ctx.progress });
+        const p = await expireTenantParquet(ctx, t.tenant_id, cutoff, dryRun, store);
+        result.objectsRemoved = p.removed;
+        result.objectsKept = p.kept;
+        result.problems.push(...p.problems);
+      });
     } catch (err) {
       result.problems.push((err as Error).message);
     }

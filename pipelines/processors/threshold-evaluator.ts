@@ -38,10 +38,14 @@ export interface AlarmStateSource {
   loadRuleOverrides(tenantId: string): Promise<{ overrides: RuleOverride[]; problems: Array<{ ruleId: string; problems: string[] }> }>;
 }
 
-export function pgAlarmStateSource(pool: pg.Pool): AlarmStateSource {
+/**
+ * Alarm state from the tenant's store (`stateOf`: the shared database or the tenant's dedicated
+ * one); rule overrides from the control plane (`control`, the shared database).
+ */
+export function pgAlarmStateSource(stateOf: (tenantId: string) => pg.Pool, control: pg.Pool): AlarmStateSource {
   return {
-    loadAlarmState: (t, e) => loadAlarmState(pool, t, e),
-    loadRuleOverrides: (t) => loadRuleOverrides(pool, t),
+    loadAlarmState: (t, e) => loadAlarmState(stateOf(t), t, e),
+    loadRuleOverrides: (t) => loadRuleOverrides(control, t),
   };
 }
 

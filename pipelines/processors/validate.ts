@@ -16,6 +16,7 @@
 import type { Tier } from "../../tenants/tiers.ts";
 import type { SensorReading } from "../../schemas/index.ts";
 import type { StoredReading } from "../reading.ts";
+import type { DatabaseRef } from "../../tenants/database.ts";
 
 export interface TenantInfo {
   tenantId: string;
@@ -25,6 +26,10 @@ export interface TenantInfo {
   maxEquipment: number;
   /** Subscription tier (rate limits); absent in tests that build tenants by hand = basic. */
   tier?: Tier;
+  /** Its dedicated database (tenants/database.ts); absent = the shared database. */
+  database?: DatabaseRef;
+  /** Why its database_ref could not be used (the worker refuses to route its records until fixed). */
+  databaseProblem?: string;
 }
 
 export interface ValidateOptions {

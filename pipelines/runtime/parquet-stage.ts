@@ -75,7 +75,10 @@ export class ParquetStage {
 
   constructor(
     private readonly plan: ParquetPlan,
+    /** The control plane (tenants: where a tenant's files go). */
     private readonly pool: pg.Pool,
+    /** The tenant's store (the manifest and the sink offsets): shared or its dedicated database. */
+    private readonly storeOf: (tenantId: string) => pg.Pool,
     private readonly consumerGroup: string,
     private readonly log: Logger,
     private readonly metrics: PipelineMetrics,
@@ -132,14 +135,14 @@ export class ParquetStage {
 
   /** Load a partition's state after (re)assignment; returns the sink's stored next offset. */
   async assign(topic: string, partition: number, tenantId: string, fallbackStart: number | undefined): Promise<number | undefined> {
-    const stored = await sinkOffset(this.pool, PARQUET_SINK, this.consumerGroup, topic, partition);
+    const stored = await sinkOffset(this.storeOf(tenantId), PARQUET_SINK, this.consumerGroup, topic, partition);
     const start = stored ?? fallbackStart;
     const k = this.key(topic, partition);
     if (start === undefined) {
       this.parts.delete(k);
       return undefined;
     }
-    const planned = (await plannedFiles(this.pool, this.consumerGroup, topic, partition)).filter((e) => e.firstOffset >= start).sort((a, b) => a.firstOffset - b.firstOffset);
+    const planned = (await plannedFiles(this.storeOf(tenantId), this.consumerGroup, topic, partition)).filter((e) => e.firstOffset >= start).sort((a, b) => a.firstOffset - b.firstOffset);
     this.parts.set(k, {
       topic,
       partition,
@@ -299,7 +302,7 @@ export class ParquetStage {
         if (!entry) {
           const key = locationObjectKey(loc, { topic: p.topic, partition: p.partition, firstOffset: file.firstOffset, lastOffset: file.lastOffset, firstTime });
           let created: boolean;
-          ({ entry, created } = await planFile(this.pool, {
+          ({ entry, created } = await planFile(this.storeOf(p.tenantId), {
             consumerGroup: this.consumerGroup,
             topic: p.topic,
             partition: p.partition,
@@ -333,7 +336,7 @@ export class ParquetStage {
           if (aborted.length > 0) this.log.warn({ topic: p.topic, partition: p.partition, key: entry.objectKey, uploadIds: aborted }, "aborted incomplete multipart uploads left by an earlier attempt at this file");
         }
         const res = await putObjectVerified(s3, { bucket: entry.bucket, key: entry.objectKey, body, kmsKeyId: loc.kmsKeyId }, { multipartThreshold: this.plan.multipartThreshold });
-        const mark = await markUploaded(this.pool, {
+        const mark = await markUploaded(this.storeOf(p.tenantId), {
           consumerGroup: this.consumerGroup,
           topic: p.topic,
           partition: p.partition,
@@ -383,7 +386,7 @@ export class ParquetStage {
         p.queue = p.queue.then(async () => {
           if (p.generation !== gen || p.committed !== expected || p.roller.rowCount > 0 || p.roller.nextOffset !== next) return;
           try {
-            await advanceSinkOffset(this.pool, { consumerGroup: this.consumerGroup, topic: p.topic, partition: p.partition, expectedOffset: expected, nextOffset: next });
+            await advanceSinkOffset(this.storeOf(p.tenantId), { consumerGroup: this.consumerGroup, topic: p.topic, partition: p.partition, expectedOffset: expected, nextOffset: next });
             p.committed = next;
             // The next file starts after the stretch (the roller is empty, so nothing is lost).
             if (p.roller.rowCount === 0 && p.roller.nextOffset === next) p.roller = this.newRoller(next);

@@ -6,6 +6,7 @@
 import type pg from "pg";
 import type { Tier } from "../../tenants/tiers.ts";
 import type { TenantInfo } from "../processors/validate.ts";
+import { parseDatabaseRef } from "../../tenants/database.ts";
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -48,14 +49,27 @@ export class TenantDirectory {
   async refresh(): Promise<void> {
     this.inflight ??= (async () => {
       try {
-        const res = await this.pool.query<{ tenant_id: string; status: TenantInfo["status"]; retention_policy_days: number | null; max_equipment: number; subscription_tier: Tier }>(
-          "SELECT tenant_id, status, retention_policy_days, max_equipment, subscription_tier FROM tenants",
-        );
+        const res = await this.pool.query<{
+          tenant_id: string;
+          status: TenantInfo["status"];
+          retention_policy_days: number | null;
+          max_equipment: number;
+          subscription_tier: Tier;
+          database_mode: "shared" | "dedicated";
+          database_ref: unknown;
+        }>("SELECT tenant_id, status, retention_policy_days, max_equipment, subscription_tier, database_mode, database_ref FROM tenants");
         this.tenants = new Map(
-          res.rows.map((r) => [
-            r.tenant_id,
-            { tenantId: r.tenant_id, status: r.status, retentionDays: r.retention_policy_days, maxEquipment: r.max_equipment, tier: r.subscription_tier },
-          ]),
+          res.rows.map((r) => {
+            const info: TenantInfo = { tenantId: r.tenant_id, status: r.status, retentionDays: r.retention_policy_days, maxEquipment: r.max_equipment, tier: r.subscription_tier };
+            if (r.database_mode === "dedicated") {
+              try {
+                info.database = parseDatabaseRef(r.database_ref);
+              } catch (err) {
+                info.databaseProblem = (err as Error).message;
+              }
+            }
+            return [r.tenant_id, info];
+          }),
         );
         this.loadedAt = this.now();
       } finally {

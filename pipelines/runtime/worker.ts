@@ -10,6 +10,12 @@
  * worker that lost its partition can neither write nor commit. Kafka's committed offset trails the
  * database and is only a hint for where to fetch from.
  *
+ * Stores: a tenant's records, offsets, alarm state, outboxes and Parquet manifest live in its
+ * store — the shared database, or its dedicated database (tenants/database.ts) — so each batch is
+ * one transaction in one database. The shared database is also the control plane (tenants, rules,
+ * webhooks, equipment registry). A partition's store is fixed when the partition is first seen
+ * after an assignment; each store has its own pool, writer and outbox publishers.
+ *
  * The engine owns batching, retries, heartbeats, offsets and metrics; processors own one decision;
  * sinks own one destination.
  */
@@ -38,6 +44,7 @@ import { AlertPublisher, AlertPublisherMetrics } from "../../sinks/alerts/publis
 import { PgWebhookTargets, WebhookMetrics, WebhookNotifier } from "../../sinks/alerts/webhooks.ts";
 import type { Rejection, StoredReading } from "../reading.ts";
 import { TenantDirectory, TopicPattern } from "./tenant-directory.ts";
+import { TenantDatabases } from "../../tenants/database.ts";
 import { readFileSync } from "node:fs";
 import { resolve, dirname } from "node:path";
 import { SchemaRegistry } from "@kafkajs/confluent-schema-registry";
@@ -62,7 +69,19 @@ export interface WorkerSettings {
   onS3Client?: (client: S3Client) => void;
 }
 
+/** Where a tenant's data goes: a database with its writer and outbox publishers. */
+interface TenantStore {
+  /** "shared", or the dedicated database (for logs). */
+  name: string;
+  pool: pg.Pool;
+  writer: TimescaleWriter;
+  dlq: DeadLetterPublisher;
+  alerts: AlertPublisher | undefined;
+}
+
 interface PartitionState {
+  /** The tenant's store, fixed for as long as this state lives (one assignment). */
+  store: TenantStore;
   /** Stored next offset (database); undefined until loaded after an assignment. */
   next: number | undefined;
   lag: number;
@@ -99,15 +118,18 @@ export class IngestWorker {
   private consumer: Consumer;
   private producer: Producer;
   private admin: Admin;
+  /** The shared database: control plane, and the store of every shared tenant. */
   private readonly pool: pg.Pool;
-  private readonly writer: TimescaleWriter;
+  private readonly shared: TenantStore;
+  private readonly databases: TenantDatabases;
+  private readonly dedicated = new Map<pg.Pool, TenantStore>();
+  private readonly newStore: (name: string, pool: pg.Pool) => TenantStore;
+  private publishersStarted = false;
   private readonly tenants: TenantDirectory;
   private readonly processor: BatchProcessor;
-  private readonly dlqPublisher: DeadLetterPublisher;
   private readonly quota: QuotaGate;
   private readonly thresholds: ThresholdEvaluator | undefined;
   private readonly parquet: ParquetStage | undefined;
-  private readonly alertPublisher: AlertPublisher | undefined;
   private readonly webhookTargets: PgWebhookTargets | undefined;
   private readonly webhooks: WebhookNotifier | undefined;
   private readonly sourcePattern: TopicPattern;
@@ -155,16 +177,16 @@ export class IngestWorker {
     this.consumer = this.newConsumer();
     this.producer = this.newProducer();
     this.admin = this.kafka.admin();
-    this.pool = createPool({
-      connectionString: settings.pgUrl,
+    const poolSettings = {
       role: settings.pgRole,
       max: this.sinkPlan.poolSize,
       applicationName: this.instanceId,
       statementTimeoutMs: this.sinkPlan.statementTimeoutMs,
       // A worker idle inside a transaction for a whole session timeout has lost its partitions anyway.
       idleInTransactionTimeoutMs: plan.source.sessionTimeoutMs,
-    });
-    this.writer = new TimescaleWriter(this.pool);
+    };
+    this.pool = createPool({ ...poolSettings, connectionString: settings.pgUrl });
+    this.databases = new TenantDatabases(this.pool, { sharedUrl: settings.pgUrl, pool: poolSettings });
     this.tenants = new TenantDirectory(this.pool, validatePlan.tenantRefreshMs);
     const schemaText = readFileSync(resolve(dirname(plan.file), this.decodePlan.schemaFile), "utf8");
     const reader = parseAvroSchema(schemaText);
@@ -197,7 +219,8 @@ export class IngestWorker {
     const thresholdPlan = plan.processors.find((p) => p.type === "thresholds");
     this.thresholds = thresholdPlan
       ? new ThresholdEvaluator({
-          source: pgAlarmStateSource(this.pool),
+          // Alarm state lives in the tenant's store; rule overrides in the control plane.
+          source: pgAlarmStateSource((t) => this.storeOf(t).pool, this.pool),
           defaults: thresholdPlan.rules,
           rulesRefreshMs: thresholdPlan.rulesRefreshMs,
           metrics: new ThresholdMetrics(this.metrics.registry),
@@ -205,7 +228,7 @@ export class IngestWorker {
         })
       : undefined;
     const parquetPlan = plan.sinks.find((x) => x.type === "s3_parquet");
-    this.parquet = parquetPlan ? new ParquetStage(parquetPlan, this.pool, plan.source.consumerGroup, this.log.child({ component: "parquet" }), this.metrics, (t, n) =>
+    this.parquet = parquetPlan ? new ParquetStage(parquetPlan, this.pool, (t) => this.storeOf(t).pool, plan.source.consumerGroup, this.log.child({ component: "parquet" }), this.metrics, (t, n) =>
           this.partitions.delete(this.key(t, n)),
           process.env,
           settings.onS3Client,
@@ -219,30 +242,77 @@ export class IngestWorker {
     this.webhooks = this.webhookTargets
       ? new WebhookNotifier({ targets: this.webhookTargets, metrics: new WebhookMetrics(this.metrics.registry), log: this.log.child({ component: "webhooks" }) })
       : undefined;
-    this.alertPublisher = this.thresholds
-      ? new AlertPublisher({
-          pool: this.pool,
-          ...this.kafkaFacades(),
-          registry: withCompatibilityRepair(registry, settings.registryUrl, { log: this.log.child({ component: "alerts" }) }),
-          topicPattern: new TopicPattern("alerts-{tenant_id}"),
-          maxBatch: dlqPlan.maxBatch,
-          intervalMs: dlqPlan.publishIntervalMs,
-          partitions: settings.deadLetterPartitions ?? 3,
-          log: this.log.child({ component: "alerts" }),
-          metrics: new AlertPublisherMetrics(this.metrics.registry),
-          onPublished: (events) => this.webhooks?.notify(events),
-        })
-      : undefined;
-    this.dlqPublisher = new DeadLetterPublisher({
-      pool: this.pool,
-      ...this.kafkaFacades(),
-      topicPattern: new TopicPattern(dlqPlan.topicPattern),
-      maxBatch: dlqPlan.maxBatch,
-      intervalMs: dlqPlan.publishIntervalMs,
-      partitions: settings.deadLetterPartitions ?? 3,
-      log: this.log.child({ component: "dead_letter" }),
-      metrics: this.metrics,
+    const alertMetrics = this.thresholds ? new AlertPublisherMetrics(this.metrics.registry) : undefined;
+    const alertRegistry = withCompatibilityRepair(registry, settings.registryUrl, { log: this.log.child({ component: "alerts" }) });
+    this.newStore = (name, pool) => ({
+      name,
+      pool,
+      writer: new TimescaleWriter(pool),
+      alerts: alertMetrics
+        ? new AlertPublisher({
+            pool,
+            ...this.kafkaFacades(),
+            registry: alertRegistry,
+            topicPattern: new TopicPattern("alerts-{tenant_id}"),
+            maxBatch: dlqPlan.maxBatch,
+            intervalMs: dlqPlan.publishIntervalMs,
+            partitions: settings.deadLetterPartitions ?? 3,
+            log: this.log.child({ component: "alerts", store: name }),
+            metrics: alertMetrics,
+            onPublished: (events) => this.webhooks?.notify(events),
+          })
+        : undefined,
+      dlq: new DeadLetterPublisher({
+        pool,
+        ...this.kafkaFacades(),
+        topicPattern: new TopicPattern(dlqPlan.topicPattern),
+        maxBatch: dlqPlan.maxBatch,
+        intervalMs: dlqPlan.publishIntervalMs,
+        partitions: settings.deadLetterPartitions ?? 3,
+        log: this.log.child({ component: "dead_letter", store: name }),
+        metrics: this.metrics,
+      }),
     });
+    this.shared = this.newStore("shared", this.pool);
+  }
+
+  /**
+   * The store of a tenant's data (see the header). The directory knows the tenant's database
+   * reference; an unknown tenant (no row) and a topic that names no tenant use the shared database.
+   */
+  private storeOf(tenantId: string | null): TenantStore {
+    if (tenantId === null) return this.shared;
+    const info = this.tenants.get(tenantId);
+    if (info?.databaseProblem) throw new MillraceError(`tenant ${tenantId}: ${info.databaseProblem}`, { retriable: true, stage: "sink", reason: "database_ref" });
+    if (!info?.database) return this.shared;
+    let pool;
+    try {
+      pool = this.databases.poolFor(info.database);
+    } catch (err) {
+      throw new MillraceError(`tenant ${tenantId}: ${(err as Error).message}`, { retriable: true, stage: "sink", reason: "database_ref", cause: err });
+    }
+    let store = this.dedicated.get(pool);
+    if (!store) {
+      store = this.newStore("database" in info.database ? info.database.database : `$${info.database.env}`, pool);
+      this.dedicated.set(pool, store);
+      this.log.info({ tenant: tenantId, store: store.name }, "using the tenant's dedicated database");
+      if (this.publishersStarted) {
+        store.dlq.start();
+        store.alerts?.start();
+      }
+    }
+    return store;
+  }
+
+  /** The store of a partition's tenant, with the directory refreshed first if it does not know the tenant yet (a new tenant). */
+  private async storeOfTopic(topic: string): Promise<TenantStore> {
+    const tenantId = this.sourcePattern.tenantOf(topic) ?? null;
+    if (tenantId !== null && this.tenants.get(tenantId) === undefined) await this.tenants.refresh();
+    return this.storeOf(tenantId);
+  }
+
+  private stores(): TenantStore[] {
+    return [this.shared, ...this.dedicated.values()];
   }
 
   private newConsumer(): Consumer {
@@ -282,8 +352,11 @@ export class IngestWorker {
     if (topics.length === 0) this.log.warn({ pattern: this.plan.source.topicPattern }, "no tenant topics yet");
     await this.warnForeignParquetGroup(topics);
     await this.runConsumer(this.consumer, topics);
-    this.dlqPublisher.start();
-    this.alertPublisher?.start();
+    this.publishersStarted = true;
+    for (const st of this.stores()) {
+      st.dlq.start();
+      st.alerts?.start();
+    }
     this.watchTopics();
   }
 
@@ -333,7 +406,8 @@ export class IngestWorker {
     try {
       for (const [topic, parts] of Object.entries(assignment)) {
         if (parts.length === 0) continue;
-        const res = await this.pool.query<{ partition: number; db: string; pq: string | null }>(
+        const store = await this.storeOfTopic(topic);
+        const res = await store.pool.query<{ partition: number; db: string; pq: string | null }>(
           `SELECT c.partition, c.next_offset AS db, s.next_offset AS pq
            FROM millrace.consumer_offsets AS c
            LEFT JOIN millrace.sink_offsets AS s ON s.sink = 's3_parquet' AND s.consumer_group = c.consumer_group AND s.topic = c.topic AND s.partition = c.partition
@@ -470,8 +544,8 @@ export class IngestWorker {
     return `${topic}\u0000${partition}`;
   }
 
-  private async storedNext(topic: string, partition: number): Promise<number | undefined> {
-    const stored = await retry(() => this.writer.storedOffsets(this.plan.source.consumerGroup, topic), this.retryPolicy(), {
+  private async storedNext(store: TenantStore, topic: string, partition: number): Promise<number | undefined> {
+    const stored = await retry(() => store.writer.storedOffsets(this.plan.source.consumerGroup, topic), this.retryPolicy(), {
       retriable: isRetriablePgError,
       signal: this.abort.signal,
       onRetry: (err) => this.onDbRetry(err),
@@ -548,13 +622,28 @@ export class IngestWorker {
       let state = this.partitions.get(k);
       if (!state) {
         await this.assignmentSeek;
-        const next = await this.storedNext(topic, partition);
+        let store: TenantStore;
+        try {
+          store = await this.storeOfTopic(topic);
+        } catch (err) {
+          // A misconfigured dedicated database (or the control plane unreachable): nothing is read
+          // past this point; the partition waits and tries again (readiness shows it).
+          if (this.abort.signal.aborted) return;
+          this.dbOk = false;
+          this.log.error({ topic, partition, err: (err as Error).message }, "cannot tell or reach the tenant's store; partition paused, will retry");
+          const resume = p.pause();
+          setTimeout(() => {
+            if (!this.abort.signal.aborted) resume();
+          }, this.sinkPlan.retry.maxDelayMs).unref();
+          return;
+        }
+        const next = await this.storedNext(store, topic, partition);
         // The Parquet sink resumes from its own stored offset (≤ the database's); without one yet it
         // starts where the database does.
         if (this.parquet && tenantId) {
           await retry(() => this.parquet!.assign(topic, partition, tenantId, next), this.retryPolicy(), { retriable: isRetriablePgError, signal: this.abort.signal });
         }
-        state = { next, lag: 0, lastProgressAt: Date.now(), highWatermark: Number(batch.highWatermark) };
+        state = { store, next, lag: 0, lastProgressAt: Date.now(), highWatermark: Number(batch.highWatermark) };
         this.partitions.set(k, state);
       }
       state.highWatermark = Number(batch.highWatermark);
@@ -617,7 +706,8 @@ export class IngestWorker {
     const first = Number(chunk[0]!.offset);
     const last = Number(chunk[chunk.length - 1]!.offset);
     try {
-      const dead = await this.pool.query<{ source_offset: string }>(
+      const store = this.partitions.get(this.key(src.topic, src.partition))?.store ?? this.storeOf(src.tenantId);
+      const dead = await store.pool.query<{ source_offset: string }>(
         "SELECT source_offset FROM millrace.dead_letters WHERE source_topic = $1 AND source_partition = $2 AND source_offset BETWEEN $3 AND $4",
         [src.topic, src.partition, first, last],
       );
@@ -716,7 +806,7 @@ export class IngestWorker {
     try {
       result = await retry(
         () =>
-          this.writer.writeBatch({
+          state.store.writer.writeBatch({
             consumerGroup: this.plan.source.consumerGroup,
             topic: src.topic,
             partition: src.partition,
@@ -769,7 +859,7 @@ export class IngestWorker {
     }
     if (alarms) {
       this.thresholds!.commit(alarms);
-      if (alarms.events.length > 0) this.alertPublisher?.trigger();
+      if (alarms.events.length > 0) state.store.alerts?.trigger();
     }
     state.next = last + 1;
     state.lastProgressAt = Date.now();
@@ -793,7 +883,7 @@ export class IngestWorker {
         this.metrics.records.inc({ tenant, outcome: "dead_lettered" }, dls);
         for (const d of deadLetters) this.metrics.deadLetters.inc({ tenant, reason: d.reason });
         for (const r of result.rejected) this.metrics.deadLetters.inc({ tenant, reason: r.reason });
-        this.dlqPublisher.trigger();
+        state.store.dlq.trigger();
       }
       if (firstTimestamp !== null) this.metrics.produceToCommit.observe({ tenant }, Math.max(0, Date.now() - firstTimestamp) / 1000);
     }
@@ -858,13 +948,19 @@ export class IngestWorker {
       // it: what is stored is committed, and the group drops a member that never leaves.
       await bounded(this.consumer.stop(), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "the consumer did not stop in time (a rebalance waiting for other members?); shutting down anyway"));
       this.abort.abort(new Error("worker stopping"));
-      await this.dlqPublisher.stop();
-      await this.alertPublisher?.stop();
-      await this.alertPublisher?.flush().catch((err: unknown) => this.log.warn({ err }, "alert flush at shutdown failed; they stay in the outbox"));
+      const stores = this.stores();
+      await Promise.all(stores.map(async (st) => {
+        await st.dlq.stop();
+        await st.alerts?.stop();
+        await st.alerts?.flush().catch((err: unknown) => this.log.warn({ err, store: st.name }, "alert flush at shutdown failed; they stay in the outbox"));
+      }));
       this.webhookTargets?.stop();
       await this.webhooks?.stop();
-      await this.dlqPublisher.flush().catch((err: unknown) => this.log.warn({ err }, "dead-letter flush at shutdown failed; they stay in the outbox"));
+      await Promise.all(
+        stores.map((st) => st.dlq.flush().catch((err: unknown) => this.log.warn({ err, store: st.name }, "dead-letter flush at shutdown failed; they stay in the outbox"))),
+      );
       await bounded(Promise.allSettled([this.consumer.disconnect(), this.producer.disconnect(), this.admin.disconnect()]), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "Kafka clients did not disconnect in time; shutting down anyway"));
+      await this.databases.end();
       await this.pool.end().catch(() => {});
     })();
     await this.stopping;
@@ -885,7 +981,9 @@ export class IngestWorker {
 
   /** For tests: the dead-letter publisher's drain (publish everything recorded so far). */
   async drainDeadLetters(): Promise<number> {
-    return await this.dlqPublisher.drain();
+    let n = 0;
+    for (const st of this.stores()) n += await st.dlq.drain();
+    return n;
   }
 }
 

@@ -4,6 +4,7 @@ import pg from "pg";
 import { migrate } from "../../migrations/migrate.ts";
 import { requireEnv } from "../../lib/env.ts";
 import { createPool } from "../../sinks/timescale/pool.ts";
+import { DEDICATED_DATABASE_NAME } from "../../tenants/database.ts";
 
 export interface TestDatabase {
   name: string;
@@ -41,10 +42,16 @@ export async function createTestDatabase(opts: { migrate?: boolean; adminBaseUrl
     admin,
     writer,
     async drop() {
+      // Tenants' dedicated databases made in this one (tenants/database.ts) go with it.
+      const dedicated = await admin
+        .query<{ d: string | null }>("SELECT database_ref->>'database' AS d FROM tenants WHERE database_mode = 'dedicated'")
+        .then((r) => r.rows.map((x) => x.d).filter((d): d is string => d !== null && DEDICATED_DATABASE_NAME.test(d)))
+        .catch(() => [] as string[]);
       await writer.end();
       await admin.end();
       const c = new pg.Client({ connectionString: base });
       await c.connect();
+      for (const d of dedicated) await c.query(`DROP DATABASE IF EXISTS ${c.escapeIdentifier(d)} WITH (FORCE)`);
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await c.end();
     },

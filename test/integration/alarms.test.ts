@@ -55,7 +55,7 @@ describe("alarm state and alert events (PostgreSQL)", () => {
   const values = [0, 1.5, 1.5, 1.5, 3.5, 3.5, 3.5, 3.5, 2, 2, 0.5, 0.5, 0.5, 1.5, 1.5, 1.5];
   const all = series("press-1", values, 0);
 
-  const evaluator = () => new ThresholdEvaluator({ source: pgAlarmStateSource(db.writer), defaults: [vib], rulesRefreshMs: 60_000 });
+  const evaluator = () => new ThresholdEvaluator({ source: pgAlarmStateSource(() => db.writer, db.writer), defaults: [vib], rulesRefreshMs: 60_000 });
   const asTenant = async <T extends pg.QueryResultRow>(tenantId: string, sql: string, params: unknown[] = []): Promise<T[]> => {
     let rows: T[] = [];
     await inBatchTransaction(db.writer, tenantId, async (c) => {

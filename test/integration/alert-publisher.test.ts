@@ -71,7 +71,7 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
 
     // Events in the outbox: an alarm's four steps (raised, escalated, de-escalated, cleared) and a quota warning.
     const ev = new ThresholdEvaluator({
-      source: pgAlarmStateSource(db.writer),
+      source: pgAlarmStateSource(() => db.writer, db.writer),
       defaults: [{ id: "vibration_high", name: "Vibration high", measure: "vibration", comparison: "above", levels: [{ severity: "warning", threshold: 1 }, { severity: "critical", threshold: 3 }], sustainMs: 0, deadband: 0.1, clearSustainMs: 0 }],
       rulesRefreshMs: 60_000,
     });

@@ -1,15 +1,18 @@
 /**
  * Tenant isolation, proven end to end with a real worker, for two tenants of each deployment type
- * that exists today (issue #6 §6; dedicated *databases* are not built yet — every type shares the
- * database here, under row-level security):
- *  - multi-tenant ×2: shared bucket, each under its own prefix;
- *  - single-tenant ×2: each its own bucket, uploads under its own KMS key;
- *  - hybrid ×2: one chose the shared bucket, one its own bucket.
+ * (issue #6 §6):
+ *  - multi-tenant ×2: the shared database (row-level security), the shared bucket, each under its
+ *    own prefix;
+ *  - single-tenant ×2: each its own database (created and migrated by `tenants create`) and its
+ *    own bucket, uploads under its own KMS key;
+ *  - hybrid ×2: one chose the shared database and its own bucket, one its own database and the
+ *    shared bucket.
  * Each tenant publishes its readings plus readings whose payload names another tenant. Checked:
- * every row of a tenant is stored under it and nothing else is; the foreign-payload readings are
- * never stored (tenant_mismatch dead letters); every object of a tenant is in its own place only
- * and holds only its rows (read back with pyarrow); an analyst role per tenant sees only its own
- * rows through the table.
+ * every row of a tenant is stored under it, in its own database, and nowhere else — nor its dead
+ * letters, offsets and Parquet manifest; the foreign-payload readings are never stored
+ * (tenant_mismatch dead letters); every object of a tenant is in its own place only and holds only
+ * its rows (read back with pyarrow); an analyst role per tenant sees only its own rows, and cannot
+ * even connect to another tenant's dedicated database.
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
@@ -20,7 +23,8 @@ import { requireEnv } from "../../lib/env.ts";
 import type { IngestWorker } from "../../pipelines/runtime/worker.ts";
 import type { SensorReading } from "../../schemas/index.ts";
 import { parquetStorageConfig, S3ClientCache } from "../../sinks/s3-parquet/location.ts";
-import { createTenantLifecycle, type DeploymentType, type LifecycleContext } from "../../tenants/lifecycle.ts";
+import { createTenantLifecycle, grantAnalyst, type DeploymentType, type LifecycleContext } from "../../tenants/lifecycle.ts";
+import { databaseUrl, tenantDatabaseRef } from "../../tenants/database.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { deleteTopics, encodeReading, endOffsets, produce, registerSensorSchema, testKafka } from "../helpers/kafka.ts";
 import { pyarrowVersion, readS3DatasetWithPyarrow } from "../helpers/parquet-readers.ts";
@@ -37,6 +41,7 @@ interface Spec {
   deployment: DeploymentType;
   bucket?: string;
   kmsKeyId?: string;
+  database?: "shared" | "dedicated";
 }
 
 describe("tenant isolation across deployment types", () => {
@@ -46,6 +51,7 @@ describe("tenant isolation across deployment types", () => {
   let cache: S3ClientCache;
   let s3: S3Client;
   let worker: IngestWorker | undefined;
+  let ctx: LifecycleContext;
   const suffix = randomBytes(3).toString("hex");
   const shared = parquetStorageConfig(process.env).sharedBucket;
   const s3Settings = () => ({
@@ -60,9 +66,13 @@ describe("tenant isolation across deployment types", () => {
     { id: randomUUID(), deployment: "multi-tenant" },
     { id: randomUUID(), deployment: "single-tenant", ...own(1) },
     { id: randomUUID(), deployment: "single-tenant", ...own(2) },
-    { id: randomUUID(), deployment: "hybrid" },
     { id: randomUUID(), deployment: "hybrid", ...own(3) },
+    { id: randomUUID(), deployment: "hybrid", database: "dedicated" },
   ];
+  /** Admin URL of each tenant's store (its dedicated database, or the shared one). */
+  const storeUrl = new Map<string, string>();
+  const stores = new Map<string, pg.Pool>();
+  const storeOf = (s: Spec) => stores.get(storeUrl.get(s.id)!)!;
   const topic = (t: string) => `sensor-data-${t}`;
   const placeOf = (s: Spec) => s.bucket ?? shared;
 
@@ -73,8 +83,18 @@ describe("tenant isolation across deployment types", () => {
     admin = kafka.admin();
     await admin.connect();
     cache = new S3ClientCache(process.env);
-    const ctx: LifecycleContext = { db: db.admin, kafka: admin, s3: cache, storageConfig: parquetStorageConfig(process.env), env: process.env };
-    for (const s of specs) await createTenantLifecycle(ctx, { tenantId: s.id, name: `iso ${s.deployment}`, tier: "professional", deploymentType: s.deployment, bucket: s.bucket, kmsKeyId: s.kmsKeyId });
+    ctx = { db: db.admin, kafka: admin, s3: cache, storageConfig: parquetStorageConfig(process.env), env: process.env, adminUrl: db.adminUrl };
+    for (const s of specs) {
+      await createTenantLifecycle(ctx, { tenantId: s.id, name: `iso ${s.deployment}`, tier: "professional", deploymentType: s.deployment, bucket: s.bucket, kmsKeyId: s.kmsKeyId, database: s.database });
+      const ref = await tenantDatabaseRef(db.admin, s.id);
+      const url = ref ? databaseUrl(ref, db.adminUrl) : db.adminUrl;
+      storeUrl.set(s.id, url);
+      if (!stores.has(url)) stores.set(url, url === db.adminUrl ? db.admin : new pg.Pool({ connectionString: url, max: 2 }));
+    }
+    // Single-tenant and the hybrid that chose it: a database of its own each.
+    const dedicated = specs.filter((s) => s.deployment === "single-tenant" || s.database === "dedicated");
+    expect(new Set(dedicated.map((s) => storeUrl.get(s.id))).size).toBe(3);
+    for (const s of specs) expect(storeUrl.get(s.id) === db.adminUrl, `${s.deployment} ${s.database ?? ""} in the shared database`).toBe(!dedicated.includes(s));
     const { accessKeyId, secretAccessKey, ...rest } = s3Settings();
     s3 = new S3Client({ ...rest, credentials: { accessKeyId, secretAccessKey }, forcePathStyle: true });
   });
@@ -83,6 +103,7 @@ describe("tenant isolation across deployment types", () => {
     await worker?.stop();
     await deleteTopics(admin, (t) => specs.some((s) => t.endsWith(s.id)));
     await admin.disconnect();
+    for (const p of stores.values()) if (p !== db?.admin) await p.end();
     cache?.destroy();
     s3?.destroy();
     await db?.drop();
@@ -107,7 +128,7 @@ describe("tenant isolation across deployment types", () => {
     const group = worker.plan.source.consumerGroup;
     const done = async (s: Spec) => {
       const end = await endOffsets(admin, topic(s.id));
-      const r = await db.admin.query<{ partition: number; next_offset: string }>(
+      const r = await storeOf(s).query<{ partition: number; next_offset: string }>(
         "SELECT partition, next_offset FROM millrace.sink_offsets WHERE sink = 's3_parquet' AND consumer_group = $1 AND topic = $2",
         [group, topic(s.id)],
       );
@@ -116,16 +137,23 @@ describe("tenant isolation across deployment types", () => {
     };
     for (const s of specs) await waitUntil(`tenant ${s.deployment} ${s.id.slice(0, 8)} in PostgreSQL and S3`, () => done(s), 120_000);
 
-    // PostgreSQL: each tenant's own readings, nothing else; the foreign payloads are dead letters.
-    const rows = await db.admin.query<{ tenant_id: string; n: number; marked: number }>(
-      "SELECT tenant_id, count(*)::int AS n, count(*) FILTER (WHERE vibration = $2)::int AS marked FROM sensor_data_raw WHERE tenant_id = ANY($1) GROUP BY 1",
-      [specs.map((s) => s.id), MARK],
-    );
-    expect(new Map(rows.rows.map((r) => [r.tenant_id, [r.n, r.marked]]))).toEqual(new Map(specs.map((s) => [s.id, [OWN, 0]])));
-    const dead = await db.admin.query<{ source_topic: string; n: number }>(
-      "SELECT source_topic, count(*)::int AS n FROM millrace.dead_letters WHERE reason = 'tenant_mismatch' GROUP BY 1",
-    );
-    expect(new Map(dead.rows.map((r) => [r.source_topic, r.n]))).toEqual(new Map(specs.map((s) => [topic(s.id), FOREIGN])));
+    // PostgreSQL: each database holds exactly its tenants' own readings, dead letters (the foreign
+    // payloads), offsets and Parquet manifest — nothing of any other tenant.
+    for (const [url, pool] of stores) {
+      const here = specs.filter((s) => storeUrl.get(s.id) === url);
+      const where = url === db.adminUrl ? "the shared database" : `dedicated ${new URL(url).pathname}`;
+      const rows = await pool.query<{ tenant_id: string; n: number; marked: number }>(
+        "SELECT tenant_id, count(*)::int AS n, count(*) FILTER (WHERE vibration = $1)::int AS marked FROM sensor_data_raw GROUP BY 1",
+        [MARK],
+      );
+      expect(new Map(rows.rows.map((r) => [r.tenant_id, [r.n, r.marked]])), `rows in ${where}`).toEqual(new Map(here.map((s) => [s.id, [OWN, 0]])));
+      const dead = await pool.query<{ source_topic: string; reason: string; n: number }>("SELECT source_topic, reason, count(*)::int AS n FROM millrace.dead_letters GROUP BY 1, 2");
+      expect(dead.rows.map((r) => [r.source_topic, r.reason, r.n]).sort(), `dead letters in ${where}`).toEqual(here.map((s) => [topic(s.id), "tenant_mismatch", FOREIGN]).sort());
+      for (const table of ["millrace.consumer_offsets", "millrace.sink_offsets", "millrace.parquet_files"]) {
+        const t = await pool.query<{ topic: string }>(`SELECT DISTINCT topic FROM ${table}`);
+        expect(t.rows.map((r) => r.topic).sort(), `${table} in ${where}`).toEqual(here.map((s) => topic(s.id)).sort());
+      }
+    }
 
     // S3: each tenant's rows in its own place, only there, and only its rows.
     const s3c = s3Settings();
@@ -146,17 +174,24 @@ describe("tenant isolation across deployment types", () => {
       expect((all.Contents ?? []).every((o) => o.Key!.startsWith(`${s.id}/`))).toBe(true);
     }
 
-    // Analysts: one role per tenant sees only its tenant's rows, whatever tenant context it sets.
+    // Analysts: one role per tenant sees only its tenant's rows, whatever tenant context it sets;
+    // another tenant's dedicated database does not even let it in.
     const password = randomBytes(12).toString("hex");
+    const roles: string[] = [];
     for (const [i, s] of specs.entries()) {
       const role = `iso_analyst_${suffix}_${i}`;
+      roles.push(role);
       await db.admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}'`);
-      await db.admin.query(`GRANT CONNECT ON DATABASE ${db.name} TO ${role}`);
-      await db.admin.query("SELECT millrace.grant_analyst($1, $2)", [role, s.id]);
-      const u = new URL(db.adminUrl);
+      await grantAnalyst(ctx, s.id, role);
+    }
+    const as = (url: string, role: string) => {
+      const u = new URL(url);
       u.username = role;
       u.password = password;
-      const c = new pg.Client({ connectionString: u.toString() });
+      return new pg.Client({ connectionString: u.toString() });
+    };
+    for (const [i, s] of specs.entries()) {
+      const c = as(storeUrl.get(s.id)!, roles[i]!);
       await c.connect();
       try {
         const seen = await c.query<{ tenant_id: string; n: number }>("SELECT tenant_id, count(*)::int AS n FROM sensor_data_raw GROUP BY 1");
@@ -167,6 +202,12 @@ describe("tenant isolation across deployment types", () => {
         expect(again.rows.map((r) => r.tenant_id)).toEqual([s.id]);
       } finally {
         await c.end();
+      }
+      for (const [url] of stores) {
+        if (url === storeUrl.get(s.id) || url === db.adminUrl) continue;
+        const other = as(url, roles[i]!);
+        await expect(other.connect(), `${s.id} analyst into ${new URL(url).pathname}`).rejects.toThrow(/permission denied for database/);
+        await other.end().catch(() => {});
       }
     }
   });
