@@ -22,12 +22,13 @@ import { repoRoot, stackContext } from "../stack/context.ts";
 import { stackUp } from "../stack/stack.ts";
 import { parquetStorageConfig, S3ClientCache } from "../sinks/s3-parquet/location.ts";
 import { createTenantLifecycle, listTenants, type CreateRequest, type DeploymentType } from "../tenants/lifecycle.ts";
+import { TenantDatabases } from "../tenants/database.ts";
 import type { Tier } from "../tenants/tiers.ts";
 
 /**
- * One tenant of each deployment type (and tier): multi-tenant in the shared bucket; hybrid that chose
- * the shared bucket; single-tenant in its own bucket under its own (demo) KMS key id. (All three share
- * the database under row-level security: dedicated databases are not built yet, docs/tenancy.md.)
+ * One tenant of each deployment type (and tier): multi-tenant in the shared database and bucket;
+ * hybrid that chose the shared database and bucket; single-tenant in its own database (created and
+ * migrated by `tenants create`) and its own bucket under its own (demo) KMS key id.
  */
 export const DEMO_TENANTS: Array<CreateRequest & { tenantId: string; tier: Tier; deploymentType: DeploymentType }> = [
   { tenantId: "0d3f6a52-6b1e-4c59-9a4e-3c1e2b7d8a01", name: "Acme Pumps (demo)", tier: "basic", deploymentType: "multi-tenant" },
@@ -57,13 +58,13 @@ async function* demoRecords(count: number, runStart: number): AsyncGenerator<Pro
   }
 }
 
-async function waitDrained(db: pg.Pool, admin: ReturnType<Kafka["admin"]>, topics: string[], timeoutMs: number): Promise<void> {
+async function waitDrained(storeOf: (topic: string) => pg.Pool, admin: ReturnType<Kafka["admin"]>, topics: string[], timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     let behind = 0;
     for (const topic of topics) {
       const end = await admin.fetchTopicOffsets(topic);
-      const stored = await db.query<{ partition: number; next_offset: string }>(
+      const stored = await storeOf(topic).query<{ partition: number; next_offset: string }>(
         "SELECT partition, next_offset FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2",
         [DEMO_GROUP, topic],
       );
@@ -94,16 +95,24 @@ export function registerDemoCommand(program: Command): void {
       const admin = kafka.admin();
       await admin.connect();
       const db = new pg.Pool({ connectionString: env.MILLRACE_PG_ADMIN_URL!, max: 2 });
+      // Each tenant's store: the shared database, or its dedicated one.
+      const stores = new TenantDatabases(db, { sharedUrl: env.MILLRACE_PG_ADMIN_URL!, pool: { max: 2, applicationName: "millrace-demo" } });
       const log = createLogger({ level: process.env.MILLRACE_LOG_LEVEL ?? "warn" });
       let worker: IngestWorker | undefined;
       const s3 = new S3ClientCache(process.env);
       try {
-        const lifecycle = { db, kafka: admin, s3, storageConfig: parquetStorageConfig(process.env), env: process.env };
-        for (const t of DEMO_TENANTS) await createTenantLifecycle(lifecycle, t);
+        const lifecycle = { db, kafka: admin, s3, storageConfig: parquetStorageConfig(process.env), env: process.env, adminUrl: env.MILLRACE_PG_ADMIN_URL! };
+        const databaseOf = new Map<string, string>();
+        for (const t of DEMO_TENANTS) databaseOf.set(t.tenantId, (await createTenantLifecycle(lifecycle, t)).database);
         const rowsBy = new Map((await listTenants(db)).map((r) => [r.tenant_id, r]));
         const topics = DEMO_TENANTS.map((t) => `sensor-data-${t.tenantId}`);
-        const before = await db.query<{ tenant_id: string; n: number }>("SELECT tenant_id, count(*)::int AS n FROM sensor_data_raw GROUP BY 1");
-        const beforeBy = new Map(before.rows.map((r) => [r.tenant_id, r.n]));
+        const storeBy = new Map<string, pg.Pool>();
+        for (const t of DEMO_TENANTS) storeBy.set(t.tenantId, await stores.poolOfTenant(t.tenantId));
+        const storeOf = (tenantId: string) => storeBy.get(tenantId)!;
+        const countOf = async (tenantId: string) =>
+          (await storeOf(tenantId).query<{ n: number }>("SELECT count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1", [tenantId])).rows[0]!.n;
+        const beforeBy = new Map<string, number>();
+        for (const t of DEMO_TENANTS) beforeBy.set(t.tenantId, await countOf(t.tenantId));
 
         // Produce: the stream, then a few records a real fleet sends by mistake.
         const runStart = Date.now();
@@ -139,7 +148,7 @@ export function registerDemoCommand(program: Command): void {
         );
         const ingestStart = Date.now();
         await worker.start();
-        await waitDrained(db, admin, topics, Number(opts.timeout) * 1000);
+        await waitDrained((topic) => storeOf(topic.slice("sensor-data-".length)), admin, topics, Number(opts.timeout) * 1000);
         const ingestSeconds = (Date.now() - ingestStart) / 1000;
         await worker.drainDeadLetters();
         process.stderr.write("\ndemo: stopping the worker (uploads the Parquet files it still holds)…\n");
@@ -147,30 +156,36 @@ export function registerDemoCommand(program: Command): void {
         worker = undefined;
 
         // Summary.
-        const after = await db.query<{ tenant_id: string; n: number }>("SELECT tenant_id, count(*)::int AS n FROM sensor_data_raw GROUP BY 1");
-        const afterBy = new Map(after.rows.map((r) => [r.tenant_id, r.n]));
-        const dls = await db.query<{ tenant_id: string; reason: string; n: number }>(
-          "SELECT tenant_id, reason, count(*)::int AS n FROM millrace.dead_letters WHERE tenant_id = ANY($1) GROUP BY 1, 2 ORDER BY 1, 2",
-          [DEMO_TENANTS.map((t) => t.tenantId)],
-        );
-        const files = await db.query<{ tenant_id: string; files: number; rows: string; bucket: string }>(
-          `SELECT tenant_id, count(*)::int AS files, sum(row_count)::bigint AS rows, min(bucket) AS bucket
-           FROM millrace.parquet_files WHERE consumer_group = $1 AND status = 'uploaded' GROUP BY 1`,
-          [DEMO_GROUP],
-        );
-        const filesBy = new Map(files.rows.map((f) => [f.tenant_id, f]));
+        const afterBy = new Map<string, number>();
+        const dls: Array<{ tenant_id: string; reason: string; n: number }> = [];
+        const filesBy = new Map<string, { files: number; rows: string }>();
+        for (const t of DEMO_TENANTS) {
+          const store = storeOf(t.tenantId);
+          afterBy.set(t.tenantId, await countOf(t.tenantId));
+          const d = await store.query<{ tenant_id: string; reason: string; n: number }>(
+            "SELECT tenant_id, reason, count(*)::int AS n FROM millrace.dead_letters WHERE tenant_id = $1 GROUP BY 1, 2 ORDER BY 1, 2",
+            [t.tenantId],
+          );
+          dls.push(...d.rows);
+          const f = await store.query<{ files: number; rows: string }>(
+            `SELECT count(*)::int AS files, coalesce(sum(row_count), 0)::bigint AS rows
+             FROM millrace.parquet_files WHERE consumer_group = $1 AND tenant_id = $2 AND status = 'uploaded'`,
+            [DEMO_GROUP, t.tenantId],
+          );
+          if (f.rows[0] && f.rows[0].files > 0) filesBy.set(t.tenantId, f.rows[0]);
+        }
         let total = 0;
         const lines = ["", "millrace demo — summary", ""];
-        lines.push(`${"tenant".padEnd(26)} ${"tier".padEnd(13)} ${"deployment".padEnd(14)} ${"stored now".padStart(10)} ${"this run".padStart(9)} ${"parquet files/rows".padStart(19)}  dead letters (all runs)`);
+        lines.push(`${"tenant".padEnd(26)} ${"tier".padEnd(13)} ${"deployment".padEnd(14)} ${"database".padEnd(9)} ${"stored now".padStart(10)} ${"this run".padStart(9)} ${"parquet files/rows".padStart(19)}  dead letters (all runs)`);
         for (const t of DEMO_TENANTS) {
           const nowN = afterBy.get(t.tenantId) ?? 0;
           const run = nowN - (beforeBy.get(t.tenantId) ?? 0);
           total += run;
-          const reasons = dls.rows.filter((d) => d.tenant_id === t.tenantId).map((d) => `${d.reason}=${d.n}`).join(", ") || "none";
+          const reasons = dls.filter((d) => d.tenant_id === t.tenantId).map((d) => `${d.reason}=${d.n}`).join(", ") || "none";
           const f = filesBy.get(t.tenantId);
           const pq = f ? `${f.files}/${f.rows}` : "0/0";
           const row = rowsBy.get(t.tenantId);
-          lines.push(`${t.name.padEnd(26)} ${(row?.subscription_tier ?? t.tier).padEnd(13)} ${(row?.deployment_type ?? t.deploymentType).padEnd(14)} ${String(nowN).padStart(10)} ${String(run).padStart(9)} ${pq.padStart(19)}  ${reasons}`);
+          lines.push(`${t.name.padEnd(26)} ${(row?.subscription_tier ?? t.tier).padEnd(13)} ${(row?.deployment_type ?? t.deploymentType).padEnd(14)} ${(row?.database_mode ?? "shared").padEnd(9)} ${String(nowN).padStart(10)} ${String(run).padStart(9)} ${pq.padStart(19)}  ${reasons}`);
         }
         lines.push("", `final lag: 0 (every demo partition drained)`);
         lines.push(`ingest: ${total} rows in ${ingestSeconds.toFixed(1)} s = ${Math.round(total / ingestSeconds)} records/s (worker start-up included)`);
@@ -181,12 +196,14 @@ export function registerDemoCommand(program: Command): void {
           const kms = row?.kms_key_id ? ` (SSE-KMS ${row.kms_key_id})` : "";
           lines.push(`Parquet of ${t.name}: s3://${bucket}/${t.tenantId}/sensor-data/date=…/hour=…/${kms} — ./millrace parquet ls --tenant ${t.tenantId}`);
         }
+        for (const t of DEMO_TENANTS) if (databaseOf.get(t.tenantId) !== "shared") lines.push(`Rows of ${t.name}: ${databaseOf.get(t.tenantId)} — ./millrace tenants show ${t.tenantId}`);
         lines.push("Look around: ./millrace stack env (connection settings), psql \"$MILLRACE_PG_ADMIN_URL\", ./millrace topology describe", "");
         process.stdout.write(lines.join("\n"));
       } finally {
         await worker?.stop();
         s3.destroy();
         await admin.disconnect();
+        await stores.end();
         await db.end();
       }
     });

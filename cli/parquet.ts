@@ -23,6 +23,7 @@ import {
   type ObjectFooter,
 } from "../sinks/s3-parquet/index.ts";
 import { createPool } from "../sinks/timescale/pool.ts";
+import { TenantDatabases } from "../tenants/database.ts";
 
 function tenantId(raw: string): string {
   const t = raw.trim().toLowerCase();
@@ -31,7 +32,10 @@ function tenantId(raw: string): string {
 }
 
 interface Context {
+  /** The shared database (tenants). */
   pool: pg.Pool;
+  /** Each tenant's store (the manifest): the shared database or its dedicated one. */
+  stores: TenantDatabases;
   cache: S3ClientCache;
   config: ReturnType<typeof parquetStorageConfig>;
   env: NodeJS.ProcessEnv;
@@ -43,14 +47,17 @@ function context(): Context {
   const url = optionalEnv("MILLRACE_PG_URL") ?? requireEnv("MILLRACE_PG_ADMIN_URL");
   const role = optionalEnv("MILLRACE_PG_ROLE") ?? (optionalEnv("MILLRACE_PG_URL") ? undefined : "millrace_writer");
   const pool = createPool({ connectionString: url, role, max: 2, applicationName: "millrace-parquet" });
+  const stores = new TenantDatabases(pool, { sharedUrl: url, pool: { role, max: 2, applicationName: "millrace-parquet" } });
   const cache = new S3ClientCache(process.env, { maxAttempts: 3 });
   return {
     pool,
+    stores,
     cache,
     config: parquetStorageConfig(process.env),
     env: process.env,
     async close() {
       cache.destroy();
+      await stores.end();
       await pool.end();
     },
   };
@@ -98,7 +105,7 @@ export function registerParquetCommands(program: Command): void {
         const storage = await loadTenantStorage(ctx.pool, opts.tenant);
         if (!storage) throw new Error(`tenant ${opts.tenant} is not in the tenants table`);
         const loc = resolveParquetLocation(storage, ctx.config, ctx.env);
-        const files = await listFiles(ctx.pool, { tenantId: opts.tenant });
+        const files = await listFiles(await ctx.stores.poolOfTenant(opts.tenant), { tenantId: opts.tenant });
         if (opts.json) {
           for (const f of files) process.stdout.write(`${JSON.stringify({ ...f, minTime: iso(f.minTime), maxTime: iso(f.maxTime) })}\n`);
           return;
@@ -136,7 +143,7 @@ export function registerParquetCommands(program: Command): void {
           if (!opts.tenant || !opts.file) throw new InvalidArgumentError("give an object key, or --tenant and --file");
           const file = opts.file;
           const m = /^(\d+)-(\d+)$/.exec(file);
-          const matches = (await listFiles(ctx.pool, { tenantId: opts.tenant })).filter((f) =>
+          const matches = (await listFiles(await ctx.stores.poolOfTenant(opts.tenant), { tenantId: opts.tenant })).filter((f) =>
             m ? f.firstOffset === Number(m[1]) && f.lastOffset === Number(m[2]) : f.objectKey === file || f.objectKey.endsWith(`/${file}`),
           );
           if (matches.length !== 1) throw new Error(`${matches.length === 0 ? "no file" : `${matches.length} files`} of tenant ${opts.tenant} match ${JSON.stringify(file)}`);
@@ -172,7 +179,7 @@ export function registerParquetCommands(program: Command): void {
     .action(async (opts: { tenant: string; download: boolean; json?: boolean }) => {
       const ctx = context();
       try {
-        const report = await verifyTenant({ pool: ctx.pool, cache: ctx.cache, config: ctx.config, env: ctx.env, tenantId: opts.tenant, download: opts.download });
+        const report = await verifyTenant({ pool: ctx.pool, store: await ctx.stores.poolOfTenant(opts.tenant), cache: ctx.cache, config: ctx.config, env: ctx.env, tenantId: opts.tenant, download: opts.download });
         if (opts.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         else {
           process.stdout.write(`${report.location}\n`);

@@ -7,6 +7,7 @@ import { createInterface } from "node:readline/promises";
 import { InvalidArgumentError, type Command } from "commander";
 import { Kafka, logLevel } from "kafkajs";
 import pg from "pg";
+import { moveTenantDatabase } from "../tenants/move.ts";
 import { loadStackEnv, optionalEnv, requireEnv } from "../lib/env.ts";
 import { parquetStorageConfig, S3ClientCache } from "../sinks/s3-parquet/location.ts";
 import {
@@ -185,6 +186,25 @@ export function registerTenantCommands(program: Command): void {
         });
       });
   }
+
+  cmd
+    .command("move")
+    .description("move a tenant's rows, offsets, alarm state, alerts and Parquet manifest to a dedicated database or back to the shared one, while workers run (docs/tenancy.md)")
+    .argument("<id>", "tenant id", tenantIdArg)
+    .requiredOption("--database <mode>", "shared | dedicated", oneOf<"shared" | "dedicated">(["shared", "dedicated"], "--database"))
+    .option("--consumer-group <group>", "also fence this consumer group's offsets (default: every group with offsets for the tenant's topic)", (v: string, acc: string[] = []) => [...acc, v])
+    .option("--json", "print the result as JSON")
+    .action(async (id: string, o: { database: "shared" | "dedicated"; consumerGroup?: string[]; json?: boolean }) => {
+      await withContext(async (ctx) => {
+        const r = await moveTenantDatabase(ctx, id, { to: o.database, consumerGroups: o.consumerGroup });
+        if (o.json) return out(JSON.stringify(r));
+        if (!r.moved) return out(`tenant ${r.tenantId} already lives in ${r.to}; nothing moved`);
+        out(`tenant      ${r.tenantId} (${r.deploymentType})`);
+        out(`moved       from ${r.from} to ${r.to}`);
+        out(`copied      ${Object.entries(r.copied).map(([t, n]) => `${t} ${n}`).join(", ")}`);
+        out(`offsets     ${r.offsets} partition offsets; workers continue there`);
+      });
+    });
 
   cmd
     .command("delete")

@@ -46,6 +46,8 @@ interface PartitionStage {
   topic: string;
   partition: number;
   tenantId: string;
+  /** The tenant's store as of the assignment (a moved tenant's old store fences this state). */
+  store: pg.Pool;
   roller: ParquetRoller;
   /** The sink's stored next offset (everything below is in S3). */
   committed: number;
@@ -82,8 +84,11 @@ export class ParquetStage {
     private readonly consumerGroup: string,
     private readonly log: Logger,
     private readonly metrics: PipelineMetrics,
-    /** Called when a partition's Parquet state is no longer trustworthy (fenced): reload and replay it. */
-    private readonly onLost: (topic: string, partition: number) => void,
+    /**
+     * Called when a partition's Parquet state is no longer trustworthy (fenced): reload and replay
+     * it — from `committed`, the sink offset this state last knew, where given.
+     */
+    private readonly onLost: (topic: string, partition: number, committed?: number) => void,
     env: NodeJS.ProcessEnv = process.env,
     onS3Client?: (client: S3Client) => void,
   ) {
@@ -135,18 +140,20 @@ export class ParquetStage {
 
   /** Load a partition's state after (re)assignment; returns the sink's stored next offset. */
   async assign(topic: string, partition: number, tenantId: string, fallbackStart: number | undefined): Promise<number | undefined> {
-    const stored = await sinkOffset(this.storeOf(tenantId), PARQUET_SINK, this.consumerGroup, topic, partition);
+    const store = this.storeOf(tenantId);
+    const stored = await sinkOffset(store, PARQUET_SINK, this.consumerGroup, topic, partition);
     const start = stored ?? fallbackStart;
     const k = this.key(topic, partition);
     if (start === undefined) {
       this.parts.delete(k);
       return undefined;
     }
-    const planned = (await plannedFiles(this.storeOf(tenantId), this.consumerGroup, topic, partition)).filter((e) => e.firstOffset >= start).sort((a, b) => a.firstOffset - b.firstOffset);
+    const planned = (await plannedFiles(store, this.consumerGroup, topic, partition)).filter((e) => e.firstOffset >= start).sort((a, b) => a.firstOffset - b.firstOffset);
     this.parts.set(k, {
       topic,
       partition,
       tenantId,
+      store,
       roller: this.newRoller(start),
       committed: start,
       planned,
@@ -302,7 +309,7 @@ export class ParquetStage {
         if (!entry) {
           const key = locationObjectKey(loc, { topic: p.topic, partition: p.partition, firstOffset: file.firstOffset, lastOffset: file.lastOffset, firstTime });
           let created: boolean;
-          ({ entry, created } = await planFile(this.storeOf(p.tenantId), {
+          ({ entry, created } = await planFile(p.store, {
             consumerGroup: this.consumerGroup,
             topic: p.topic,
             partition: p.partition,
@@ -336,7 +343,7 @@ export class ParquetStage {
           if (aborted.length > 0) this.log.warn({ topic: p.topic, partition: p.partition, key: entry.objectKey, uploadIds: aborted }, "aborted incomplete multipart uploads left by an earlier attempt at this file");
         }
         const res = await putObjectVerified(s3, { bucket: entry.bucket, key: entry.objectKey, body, kmsKeyId: loc.kmsKeyId }, { multipartThreshold: this.plan.multipartThreshold });
-        const mark = await markUploaded(this.storeOf(p.tenantId), {
+        const mark = await markUploaded(p.store, {
           consumerGroup: this.consumerGroup,
           topic: p.topic,
           partition: p.partition,
@@ -362,7 +369,7 @@ export class ParquetStage {
           this.metrics.fenced.inc({ topic: p.topic });
           if (p.generation === gen) {
             this.forget(p.topic, p.partition);
-            this.onLost(p.topic, p.partition);
+            this.onLost(p.topic, p.partition, p.committed);
           }
           return;
         }
@@ -386,14 +393,14 @@ export class ParquetStage {
         p.queue = p.queue.then(async () => {
           if (p.generation !== gen || p.committed !== expected || p.roller.rowCount > 0 || p.roller.nextOffset !== next) return;
           try {
-            await advanceSinkOffset(this.storeOf(p.tenantId), { consumerGroup: this.consumerGroup, topic: p.topic, partition: p.partition, expectedOffset: expected, nextOffset: next });
+            await advanceSinkOffset(p.store, { consumerGroup: this.consumerGroup, topic: p.topic, partition: p.partition, expectedOffset: expected, nextOffset: next });
             p.committed = next;
             // The next file starts after the stretch (the roller is empty, so nothing is lost).
             if (p.roller.rowCount === 0 && p.roller.nextOffset === next) p.roller = this.newRoller(next);
           } catch (err) {
             if (err instanceof FencedError && p.generation === gen) {
               this.forget(p.topic, p.partition);
-              this.onLost(p.topic, p.partition);
+              this.onLost(p.topic, p.partition, p.committed);
             }
           }
         });

@@ -228,8 +228,7 @@ export class IngestWorker {
         })
       : undefined;
     const parquetPlan = plan.sinks.find((x) => x.type === "s3_parquet");
-    this.parquet = parquetPlan ? new ParquetStage(parquetPlan, this.pool, (t) => this.storeOf(t).pool, plan.source.consumerGroup, this.log.child({ component: "parquet" }), this.metrics, (t, n) =>
-          this.partitions.delete(this.key(t, n)),
+    this.parquet = parquetPlan ? new ParquetStage(parquetPlan, this.pool, (t) => this.storeOf(t).pool, plan.source.consumerGroup, this.log.child({ component: "parquet" }), this.metrics, (t, n, committed) => this.parquetLost(t, n, committed),
           process.env,
           settings.onS3Client,
         ) : undefined;
@@ -302,6 +301,31 @@ export class IngestWorker {
       }
     }
     return store;
+  }
+
+  /**
+   * The Parquet sink's state of a partition was fenced (another owner, or the tenant's store moved):
+   * the partition reloads at its next batch, and the fetch goes back to where this state's sink
+   * offset was, so that a batch comes even if no new records do (an idle partition would otherwise
+   * keep its Parquet tail unwritten until its next record).
+   */
+  private parquetLost(topic: string, partition: number, committed: number | undefined): void {
+    this.partitions.delete(this.key(topic, partition));
+    if (committed !== undefined) this.rewind(topic, partition, committed);
+  }
+
+  /**
+   * After a fence: fetch the partition again from `offset` (what was not stored), so its next batch
+   * comes even if no new records do; the batch reloads the partition's state and skips what is
+   * stored. Harmless where the partition is no longer assigned here.
+   */
+  private rewind(topic: string, partition: number, offset: number): void {
+    if (!this.subscribedTopics.has(topic)) return;
+    try {
+      this.consumer.seek({ topic, partition, offset: String(offset) });
+    } catch (err) {
+      this.log.debug({ topic, partition, err: (err as Error).message }, "could not seek a fenced partition back (not assigned here any more)");
+    }
   }
 
   /** The store of a partition's tenant, with the directory refreshed first if it does not know the tenant yet (a new tenant). */
@@ -414,12 +438,16 @@ export class IngestWorker {
            WHERE c.consumer_group = $1 AND c.topic = $2`,
           [group, topic],
         );
+        // A tombstone (-1: the tenant's store is moving, tenants/move.ts) is positioned by the
+        // partition's first batch, once the tenant's new store is known.
+        const moved = new Set(res.rows.filter((r) => Number(r.db) === MOVED || (r.pq !== null && Number(r.pq) === MOVED)).map((r) => r.partition));
         const stored = new Map(res.rows.map((r) => [r.partition, this.parquet && r.pq !== null ? Math.min(Number(r.db), Number(r.pq)) : Number(r.db)]));
         const low = new Map<number, number>();
         if (this.plan.source.fromBeginning && parts.some((p) => !stored.has(p))) {
           for (const o of await this.admin.fetchTopicOffsets(topic)) low.set(o.partition, Number(o.low));
         }
         for (const partition of parts) {
+          if (moved.has(partition)) continue;
           const at = stored.get(partition) ?? low.get(partition);
           if (at === undefined || c !== this.consumer) continue;
           if (!stored.has(partition)) this.logStart.set(this.key(topic, partition), at);
@@ -637,7 +665,31 @@ export class IngestWorker {
           }, this.sinkPlan.retry.maxDelayMs).unref();
           return;
         }
-        const next = await this.storedNext(store, topic, partition);
+        let next = await this.storedNext(store, topic, partition);
+        if (next === MOVED) {
+          // The tenant's store is moving (tenants/move.ts): its offsets here are a tombstone. Read
+          // where the tenant lives now; until the move switches over, wait (nothing is read past).
+          await this.tenants.refresh();
+          let now: TenantStore | undefined;
+          try {
+            now = this.storeOf(tenantId);
+          } catch {
+            now = undefined;
+          }
+          if (now && now !== store) {
+            this.log.info({ topic, partition, from: store.name, to: now.name }, "the tenant's store moved; continuing there");
+            store = now;
+            next = await this.storedNext(store, topic, partition);
+          }
+          if (next === MOVED) {
+            this.log.info({ topic, partition, store: store.name }, "the tenant's store is moving; partition waits for the switch");
+            const resume = p.pause();
+            setTimeout(() => {
+              if (!this.abort.signal.aborted) resume();
+            }, MOVE_WAIT_MS).unref();
+            return;
+          }
+        }
         // The Parquet sink resumes from its own stored offset (≤ the database's); without one yet it
         // starts where the database does.
         if (this.parquet && tenantId) {
@@ -840,7 +892,9 @@ export class IngestWorker {
         this.log.warn({ topic: src.topic, partition: src.partition, err: err.message }, "batch fenced; another worker owns the partition");
         this.partitions.delete(this.key(src.topic, src.partition));
         this.thresholds?.forget(scope);
+        const pq = this.parquet?.committed(src.topic, src.partition);
         this.parquet?.forget(src.topic, src.partition);
+        this.rewind(src.topic, src.partition, pq === undefined ? expected : Math.min(pq, expected));
         return false;
       }
       // The alarm state in memory went ahead of what was stored: reload it with the next attempt.
@@ -986,6 +1040,11 @@ export class IngestWorker {
     return n;
   }
 }
+
+/** The offsets tombstone of a tenant whose store moved away (migrations/009_moved_offsets.sql). */
+const MOVED = -1;
+/** How often a partition of a moving tenant looks again for the switch. */
+const MOVE_WAIT_MS = 500;
 
 /** Bound of the Kafka steps of a shutdown (consumer stop, disconnects), well inside the 25 s grace. */
 const STOP_STEP_MS = 5_000;

@@ -187,6 +187,7 @@ export async function planFile(pool: pg.Pool, plan: FilePlan, opts: PlanOptions 
       [plan.topic, plan.partition],
     );
     const stored = await readSinkOffset(c, sink, plan.consumerGroup, plan.topic, plan.partition);
+    if (stored === -1) throw new FencedError(`${plan.topic}[${plan.partition}]: the tenant's store moved to another database (tenants/move.ts)`);
     const expected = last.rows[0] ? Number(last.rows[0].last_offset) + 1 : stored;
     if (expected !== undefined && plan.firstOffset !== expected && !(opts.allowGap && plan.firstOffset > expected)) {
       throw new FencedError(

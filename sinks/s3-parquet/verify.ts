@@ -77,7 +77,10 @@ async function listKeys(s3: S3Client, bucket: string, prefix: string): Promise<M
 }
 
 export interface VerifyOptions {
+  /** The control plane (tenants). */
   pool: pg.Pool;
+  /** The tenant's store (its manifest and sink offsets); default `pool` (a shared-database tenant). */
+  store?: pg.Pool;
   cache: S3ClientCache;
   config: ParquetStorageConfig;
   env: Env;
@@ -92,7 +95,7 @@ export async function verifyTenant(o: VerifyOptions): Promise<VerifyReport> {
   if (!storage) throw new Error(`tenant ${o.tenantId} is not in the tenants table`);
   const loc: ParquetLocation = resolveParquetLocation(storage, o.config, o.env);
   const s3 = o.cache.clientForLocation(loc);
-  const entries = await listFiles(o.pool, { tenantId: o.tenantId });
+  const entries = await listFiles(o.store ?? o.pool, { tenantId: o.tenantId });
   const problems: VerifyProblem[] = [];
   const notes: string[] = [];
   const report: VerifyReport = { tenantId: o.tenantId, location: describeLocation(loc), files: entries.length, uploaded: 0, planned: 0, rows: 0, bytes: 0, problems, notes };
@@ -173,7 +176,7 @@ export async function verifyTenant(o: VerifyOptions): Promise<VerifyReport> {
     if (!cur || e.lastOffset > cur.lastOffset) lastUploaded.set(k, e);
   }
   for (const e of lastUploaded.values()) {
-    const next = await sinkOffset(o.pool, o.sink ?? PARQUET_SINK, e.consumerGroup, e.topic, e.partition);
+    const next = await sinkOffset(o.store ?? o.pool, o.sink ?? PARQUET_SINK, e.consumerGroup, e.topic, e.partition);
     if (next === undefined || next < e.lastOffset + 1) {
       problems.push({ kind: "offset", key: e.objectKey, message: `${e.topic}[${e.partition}] (group ${e.consumerGroup}): sink offset ${String(next)} is behind the last uploaded file's end ${e.lastOffset}` });
     }

@@ -1,7 +1,7 @@
 /**
  * The README's first command, `./millrace demo`, as a newcomer runs it (against the stack the
- * suite runs on): exit 0, a summary with one tenant of each deployment type, readings stored this
- * run for each, the bad records as dead letters with their reasons, Parquet files in each tenant's
+ * suite runs on): exit 0, a summary with one tenant of each deployment type (the single-tenant one
+ * in its own database), readings stored this run for each, the bad records as dead letters with their reasons, Parquet files in each tenant's
  * place, and lag 0. Run twice: the second run works too (idempotent set-up, new readings).
  */
 import { execFile } from "node:child_process";
@@ -22,19 +22,21 @@ describe("millrace demo", () => {
     for (let round = 1; round <= 2; round++) {
       const out = await demo();
       expect(out, `round ${round}`).toContain("millrace demo — summary");
-      for (const [name, deployment] of [
-        ["Acme Pumps (demo)", "multi-tenant"],
-        ["Borealis Foundry (demo)", "hybrid"],
-        ["Cobalt Pharma (demo)", "single-tenant"],
+      for (const [name, deployment, database] of [
+        ["Acme Pumps (demo)", "multi-tenant", "shared"],
+        ["Borealis Foundry (demo)", "hybrid", "shared"],
+        ["Cobalt Pharma (demo)", "single-tenant", "dedicated"],
       ] as const) {
         const line = out.split("\n").find((l) => l.startsWith(name));
         expect(line, `${name} in round ${round}:\n${out}`).toBeDefined();
         const cols = line!.slice(name.length).trim().split(/\s+/);
-        // tier, deployment, stored now, this run, parquet files/rows, dead letters…
+        // tier, deployment, database, stored now, this run, parquet files/rows, dead letters…
         expect(cols[1]).toBe(deployment);
-        expect(Number(cols[3]), `${name} stored this run`).toBeGreaterThan(0);
-        expect(cols[4]).toMatch(/^[1-9]\d*\/[1-9]\d*$/);
+        expect(cols[2], `${name}'s database`).toBe(database);
+        expect(Number(cols[4]), `${name} stored this run`).toBeGreaterThan(0);
+        expect(cols[5]).toMatch(/^[1-9]\d*\/[1-9]\d*$/);
       }
+      expect(out).toMatch(/Rows of Cobalt Pharma \(demo\): database millrace_t_[0-9a-f]{16}/);
       expect(out).toMatch(/Acme Pumps \(demo\).*(undecodable|not_avro|bad_magic_byte|decode)/);
       expect(out).toMatch(/tenant_mismatch=\d+/);
       expect(out).toContain("final lag: 0");

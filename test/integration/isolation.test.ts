@@ -211,4 +211,38 @@ describe("tenant isolation across deployment types", () => {
       }
     }
   });
+
+  it("a restarted worker resumes a dedicated tenant from its own database's offsets: the new readings once, nothing again", async () => {
+    await worker?.stop();
+    worker = undefined;
+    const s = specs[2]!; // single-tenant
+    const schemaId = await registerSensorSchema(topic(s.id));
+    const base = Date.now() - 1_800_000;
+    const more = 50;
+    await produce(
+      kafka,
+      topic(s.id),
+      Array.from({ length: more }, (_, k) => ({
+        key: `eq-${k % 4}`,
+        value: encodeReading(schemaId, { time: base + k * 1000, tenant_id: s.id, equipment_id: `eq-${k % 4}`, facility_id: "fac-02", temperature: 30, vibration: 0.2, pressure: null }),
+      })),
+    );
+    worker = testWorker(testPlan(), db.adminUrl, specs.map((x) => topic(x.id)));
+    await worker.start();
+    const count = async () => (await storeOf(s).query<{ n: number }>("SELECT count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1", [s.id])).rows[0]!.n;
+    await waitUntil("the new readings in the tenant's database", async () => (await count()) >= OWN + more, 90_000);
+    const end = await endOffsets(admin, topic(s.id));
+    await waitUntil("its offsets at the topic's end", async () => {
+      const r = await storeOf(s).query<{ partition: number; next_offset: string }>("SELECT partition, next_offset FROM millrace.consumer_offsets WHERE topic = $1", [topic(s.id)]);
+      const got = new Map(r.rows.map((x) => [x.partition, Number(x.next_offset)]));
+      return [...end].every(([p, high]) => high === 0 || got.get(p) === high);
+    }, 60_000);
+    expect(await count()).toBe(OWN + more);
+    const distinct = await storeOf(s).query<{ n: number }>("SELECT count(DISTINCT (equipment_id, time))::int AS n FROM sensor_data_raw WHERE tenant_id = $1", [s.id]);
+    expect(distinct.rows[0]!.n).toBe(OWN + more);
+    const inShared = await db.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1", [s.id]);
+    expect(inShared.rows[0]!.n).toBe(0);
+    const sharedOffsets = await db.admin.query("SELECT 1 FROM millrace.consumer_offsets WHERE topic = $1", [topic(s.id)]);
+    expect(sharedOffsets.rowCount).toBe(0);
+  });
 });
