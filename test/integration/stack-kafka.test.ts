@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { waitUntil } from "../helpers/wait.ts";
 import { describe, expect, it } from "vitest";
 import { Kafka, logLevel, type Consumer } from "kafkajs";
 import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
@@ -125,7 +126,20 @@ describe("stack: kafka service", () => {
         await admin.connect();
         expect(await admin.listTopics()).toEqual(expect.arrayContaining([topic, "default-partitions"]));
         expect(await admin.fetchTopicOffsets(topic)).toEqual([expect.objectContaining({ partition: 0, low: "0", high: "5" })]);
-        const committed = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+        // After an unclean stop the group coordinator reloads __consumer_offsets in the background
+        // (COORDINATOR_LOAD_IN_PROGRESS, retriable) — the committed offsets are there once it has.
+        const committed = await waitUntil(
+          "the group coordinator loaded after the restart",
+          async () => {
+            try {
+              return await admin.fetchOffsets({ groupId: group, topics: [topic] });
+            } catch (err) {
+              if ((err as { type?: string }).type === "COORDINATOR_LOAD_IN_PROGRESS" || (err as { retriable?: boolean }).retriable) return undefined;
+              throw err;
+            }
+          },
+          60_000,
+        );
         expect(committed).toEqual([{ topic, partitions: [expect.objectContaining({ partition: 0, offset: "3" })] }]);
         await admin.disconnect();
 
