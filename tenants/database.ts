@@ -177,7 +177,7 @@ export async function ensureDedicatedDatabase(
     const db = (await own.query<{ d: string }>("SELECT current_database() AS d")).rows[0]!.d;
     const q = own.escapeIdentifier(db);
     await own.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${q} FROM PUBLIC`);
-    await own.query(`GRANT CONNECT ON DATABASE ${q} TO millrace_owner, millrace_writer`);
+    await own.query(`GRANT CONNECT, TEMPORARY ON DATABASE ${q} TO millrace_owner, millrace_writer`);
   } finally {
     await own.end();
   }
