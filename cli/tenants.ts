@@ -7,12 +7,13 @@ import { createInterface } from "node:readline/promises";
 import { InvalidArgumentError, type Command } from "commander";
 import { Kafka, logLevel } from "kafkajs";
 import pg from "pg";
-import { moveTenantDatabase } from "../tenants/move.ts";
+import { moveTenantDatabase, moveTenantStorage } from "../tenants/move.ts";
 import { loadStackEnv, optionalEnv, requireEnv } from "../lib/env.ts";
 import { parquetStorageConfig, S3ClientCache } from "../sinks/s3-parquet/location.ts";
 import {
   createTenantLifecycle,
   deleteTenant,
+  ensureBucket,
   listTenants,
   parseTenantId,
   setTenantStatus,
@@ -189,20 +190,41 @@ export function registerTenantCommands(program: Command): void {
 
   cmd
     .command("move")
-    .description("move a tenant's rows, offsets, alarm state, alerts and Parquet manifest to a dedicated database or back to the shared one, while workers run (docs/tenancy.md)")
+    .description("move a tenant between the shared database and a dedicated one, and/or its Parquet files between the shared bucket and a dedicated one, while workers run (docs/tenancy.md)")
     .argument("<id>", "tenant id", tenantIdArg)
-    .requiredOption("--database <mode>", "shared | dedicated", oneOf<"shared" | "dedicated">(["shared", "dedicated"], "--database"))
+    .option("--database <mode>", "shared | dedicated: move its rows, offsets, alarm state, alerts and Parquet manifest", oneOf<"shared" | "dedicated">(["shared", "dedicated"], "--database"))
+    .option("--bucket <bucket>", "move its Parquet files into this dedicated bucket (with --kms-key-id)")
+    .option("--kms-key-id <id>", "KMS key for the dedicated bucket's objects (SSE-KMS)")
+    .option("--shared-bucket", "move its Parquet files back into the shared bucket (its own prefix)")
     .option("--consumer-group <group>", "also fence this consumer group's offsets (default: every group with offsets for the tenant's topic)", (v: string, acc: string[] = []) => [...acc, v])
     .option("--json", "print the result as JSON")
-    .action(async (id: string, o: { database: "shared" | "dedicated"; consumerGroup?: string[]; json?: boolean }) => {
+    .action(async (id: string, o: { database?: "shared" | "dedicated"; bucket?: string; kmsKeyId?: string; sharedBucket?: boolean; consumerGroup?: string[]; json?: boolean }) => {
+      if (!o.database && !o.bucket && !o.kmsKeyId && !o.sharedBucket) throw new InvalidArgumentError("give --database, or --bucket with --kms-key-id, or --shared-bucket");
+      if ((o.bucket || o.kmsKeyId) && (!o.bucket || !o.kmsKeyId)) throw new InvalidArgumentError("a dedicated bucket needs both --bucket and --kms-key-id");
+      if (o.sharedBucket && o.bucket) throw new InvalidArgumentError("--shared-bucket and --bucket contradict each other");
       await withContext(async (ctx) => {
-        const r = await moveTenantDatabase(ctx, id, { to: o.database, consumerGroups: o.consumerGroup });
-        if (o.json) return out(JSON.stringify(r));
-        if (!r.moved) return out(`tenant ${r.tenantId} already lives in ${r.to}; nothing moved`);
-        out(`tenant      ${r.tenantId} (${r.deploymentType})`);
-        out(`moved       from ${r.from} to ${r.to}`);
-        out(`copied      ${Object.entries(r.copied).map(([t, n]) => `${t} ${n}`).join(", ")}`);
-        out(`offsets     ${r.offsets} partition offsets; workers continue there`);
+        const results: unknown[] = [];
+        if (o.database) {
+          const r = await moveTenantDatabase(ctx, id, { to: o.database, consumerGroups: o.consumerGroup });
+          results.push(r);
+          if (!o.json) {
+            if (!r.moved) out(`database    already ${r.to}; nothing moved`);
+            else {
+              out(`database    moved from ${r.from} to ${r.to} (${r.deploymentType})`);
+              out(`copied      ${Object.entries(r.copied).map(([t, n]) => `${t} ${n}`).join(", ")}; ${r.offsets} partition offsets`);
+            }
+          }
+        }
+        if (o.bucket || o.sharedBucket) {
+          const to = o.sharedBucket ? ({ mode: "shared" } as const) : ({ mode: "dedicated", bucket: o.bucket!, kmsKeyId: o.kmsKeyId! } as const);
+          const r = await moveTenantStorage({ ...ctx, ensureBucket: (loc) => ensureBucket(ctx, loc) }, id, { to, consumerGroups: o.consumerGroup });
+          results.push(r);
+          if (!o.json) {
+            if (!r.moved) out(`storage     already ${r.to}; nothing moved`);
+            else out(`storage     moved from ${r.from} to ${r.to} (${r.deploymentType}): ${r.objectsCopied} files copied, ${r.plannedRepointed} planned files repointed`);
+          }
+        }
+        if (o.json) out(JSON.stringify(results));
       });
     });
 

@@ -121,7 +121,7 @@ function databasePlan(r: CreateRequest): "shared" | "dedicated" {
   return r.database ?? "shared";
 }
 
-async function ensureBucket(ctx: LifecycleContext, loc: ParquetLocation): Promise<boolean> {
+export async function ensureBucket(ctx: LifecycleContext, loc: ParquetLocation): Promise<boolean> {
   const client = ctx.s3.clientForLocation(loc);
   try {
     await client.send(new HeadBucketCommand({ Bucket: loc.bucket }));

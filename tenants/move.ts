@@ -24,7 +24,20 @@ import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { databaseUrl, describeDatabaseRef, ensureDedicatedDatabase, newDedicatedDatabaseName, tenantDatabaseRef, type DatabaseRef } from "./database.ts";
 import { tenantTopics } from "./provision.ts";
-import { deleteTenantRows } from "./retention.ts";
+import { deleteObjects, deleteTenantRows } from "./retention.ts";
+import { GetObjectCommand } from "@aws-sdk/client-s3";
+import {
+  bucketNameProblem,
+  describeLocation,
+  loadTenantStorage,
+  resolveParquetLocation,
+  type Env,
+  type ParquetLocation,
+  type ParquetStorageConfig,
+  type S3ClientCache,
+  type TenantStorage,
+} from "../sinks/s3-parquet/location.ts";
+import { putObjectVerified } from "../sinks/s3-parquet/uploader.ts";
 import type { DeploymentType } from "./lifecycle.ts";
 
 /** The tenant's tables of a store, in copy order (parents before children). */
@@ -97,6 +110,52 @@ async function copyTable(from: pg.Client, to: pg.Client, table: string, tenantId
   }
 }
 
+
+type Fenced = { co: Array<{ consumer_group: string; partition: number; v: string | null }>; so: Array<{ sink: string; consumer_group: string; partition: number; v: string | null }> };
+
+/**
+ * Step 1 of a move: make every offsets row of `topic` in this store a tombstone (a missing row is
+ * created as one), in one transaction; returns the real offsets (rows never consumed: none).
+ */
+async function fenceTopic(c: pg.Client, topic: string, partitions: number, extraGroups: readonly string[]): Promise<Fenced> {
+  await c.query("BEGIN");
+  try {
+    const groups = new Set(extraGroups);
+    for (const g of (await c.query<{ g: string }>("SELECT DISTINCT consumer_group AS g FROM millrace.consumer_offsets WHERE topic = $1", [topic])).rows) groups.add(g.g);
+    for (const g of groups) {
+      for (let p = 0; p < partitions; p++) {
+        await c.query("INSERT INTO millrace.consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, -1) ON CONFLICT DO NOTHING", [g, topic, p]);
+        await c.query("INSERT INTO millrace.sink_offsets (sink, consumer_group, topic, partition, next_offset) VALUES ('s3_parquet', $1, $2, $3, -1) ON CONFLICT DO NOTHING", [g, topic, p]);
+      }
+    }
+    const co = await c.query<{ consumer_group: string; partition: number; v: string | null }>(
+      `UPDATE millrace.consumer_offsets SET moved_next_offset = CASE WHEN next_offset >= 0 THEN next_offset ELSE moved_next_offset END, next_offset = -1, updated_at = now()
+       WHERE topic = $1 RETURNING consumer_group, partition, moved_next_offset::text AS v`,
+      [topic],
+    );
+    const so = await c.query<{ sink: string; consumer_group: string; partition: number; v: string | null }>(
+      `UPDATE millrace.sink_offsets SET moved_next_offset = CASE WHEN next_offset >= 0 THEN next_offset ELSE moved_next_offset END, next_offset = -1, updated_at = now()
+       WHERE topic = $1 RETURNING sink, consumer_group, partition, moved_next_offset::text AS v`,
+      [topic],
+    );
+    await c.query("COMMIT");
+    return { co: co.rows.filter((x) => x.v !== null), so: so.rows.filter((x) => x.v !== null) };
+  } catch (err) {
+    await c.query("ROLLBACK").catch(() => {});
+    throw err;
+  }
+}
+
+/** Undo {@link fenceTopic} in the same store: the real offsets back, never-consumed tombstones gone. */
+async function unfenceTopic(c: pg.Client, topic: string): Promise<void> {
+  await c.query("BEGIN");
+  for (const table of ["millrace.consumer_offsets", "millrace.sink_offsets"]) {
+    await c.query(`UPDATE ${table} SET next_offset = moved_next_offset, moved_next_offset = NULL, updated_at = now() WHERE topic = $1 AND next_offset = -1 AND moved_next_offset IS NOT NULL`, [topic]);
+    await c.query(`DELETE FROM ${table} WHERE topic = $1 AND next_offset = -1 AND moved_next_offset IS NULL`, [topic]);
+  }
+  await c.query("COMMIT");
+}
+
 /**
  * Move the tenant's store to the shared database or to a (new) dedicated one; its deployment type
  * follows (dedicated database + dedicated bucket = single-tenant, shared + shared = multi-tenant,
@@ -126,38 +185,11 @@ export async function moveTenantDatabase(ctx: MoveContext, tenantId: string, r: 
   const topic = tenantTopics(tenantId).sensorData;
   const partitions = (await ctx.kafka.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.length ?? 0;
 
-  let offsets: { co: Array<{ consumer_group: string; partition: number; v: string | null }>; so: Array<{ sink: string; consumer_group: string; partition: number; v: string | null }> };
+  let offsets: Fenced;
   const copied: Record<string, number> = {};
   try {
     // 1. Fence the old store.
-    offsets = await withClient(fromUrl, async (c) => {
-      await c.query("BEGIN");
-      try {
-        const groups = new Set(r.consumerGroups ?? []);
-        for (const g of (await c.query<{ g: string }>("SELECT DISTINCT consumer_group AS g FROM millrace.consumer_offsets WHERE topic = $1", [topic])).rows) groups.add(g.g);
-        for (const g of groups) {
-          for (let p = 0; p < partitions; p++) {
-            await c.query("INSERT INTO millrace.consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, -1) ON CONFLICT DO NOTHING", [g, topic, p]);
-            await c.query("INSERT INTO millrace.sink_offsets (sink, consumer_group, topic, partition, next_offset) VALUES ('s3_parquet', $1, $2, $3, -1) ON CONFLICT DO NOTHING", [g, topic, p]);
-          }
-        }
-        const co = await c.query<{ consumer_group: string; partition: number; v: string | null }>(
-          `UPDATE millrace.consumer_offsets SET moved_next_offset = CASE WHEN next_offset >= 0 THEN next_offset ELSE moved_next_offset END, next_offset = -1, updated_at = now()
-           WHERE topic = $1 RETURNING consumer_group, partition, moved_next_offset::text AS v`,
-          [topic],
-        );
-        const so = await c.query<{ sink: string; consumer_group: string; partition: number; v: string | null }>(
-          `UPDATE millrace.sink_offsets SET moved_next_offset = CASE WHEN next_offset >= 0 THEN next_offset ELSE moved_next_offset END, next_offset = -1, updated_at = now()
-           WHERE topic = $1 RETURNING sink, consumer_group, partition, moved_next_offset::text AS v`,
-          [topic],
-        );
-        await c.query("COMMIT");
-        return { co: co.rows.filter((x) => x.v !== null), so: so.rows.filter((x) => x.v !== null) };
-      } catch (err) {
-        await c.query("ROLLBACK").catch(() => {});
-        throw err;
-      }
-    });
+    offsets = await withClient(fromUrl, (c) => fenceTopic(c, topic, partitions, r.consumerGroups ?? []));
     log(`fenced ${topic} in ${describe(fromRef)} (${offsets.co.length} partition offsets); the tenant's ingestion waits for the switch`);
 
     // 2. Copy the data, then the offsets.
@@ -214,4 +246,122 @@ export async function moveTenantDatabase(ctx: MoveContext, tenantId: string, r: 
     for (const table of [...TENANT_TABLES].reverse()) if (table !== "public.sensor_data_raw") await c.query(`DELETE FROM ${table} WHERE tenant_id = $1`, [tenantId]);
   });
   return { tenantId, from: describe(fromRef), to: describe(toRef), moved: true, deploymentType, copied, offsets: offsets.co.length };
+}
+
+export interface StorageMoveRequest {
+  /** The shared bucket (its tenant prefix), or a dedicated bucket under a KMS key. */
+  to: { mode: "shared" } | { mode: "dedicated"; bucket: string; kmsKeyId: string };
+  consumerGroups?: string[];
+}
+
+export interface StorageMoveResult {
+  tenantId: string;
+  from: string;
+  to: string;
+  moved: boolean;
+  deploymentType: DeploymentType;
+  /** Uploaded files copied (and verified) into the new place. */
+  objectsCopied: number;
+  /** Planned (not yet uploaded) files whose boundaries now name the new place. */
+  plannedRepointed: number;
+}
+
+type StorageMoveContext = MoveContext & { s3: S3ClientCache; storageConfig: ParquetStorageConfig; env: Env; ensureBucket: (loc: ParquetLocation) => Promise<boolean> };
+
+/**
+ * Move the tenant's Parquet files to a dedicated bucket (with its KMS key) or back to the shared
+ * bucket, while workers run (docs/tenancy.md "Moving a tenant"): fence the tenant's topic in its
+ * store (as for a database move), copy every uploaded file into the new place (each copy verified
+ * by size and SHA-256 against the manifest) and point the manifest at it, point planned files at
+ * the new place, switch the tenants row, lift the fence (the same store: the real offsets come
+ * back), and delete the old objects. Every reading stays in exactly one file, and after the move
+ * every file is in the tenant's new place.
+ */
+export async function moveTenantStorage(ctx: StorageMoveContext, tenantId: string, r: StorageMoveRequest): Promise<StorageMoveResult> {
+  const log = ctx.progress ?? (() => {});
+  const current = await loadTenantStorage(ctx.db, tenantId);
+  if (!current) throw new Error(`tenant ${tenantId} does not exist`);
+  const status = (await ctx.db.query<{ status: string; database_mode: string }>("SELECT status, database_mode FROM tenants WHERE tenant_id = $1", [tenantId])).rows[0]!;
+  if (status.status === "deleted") throw new Error(`tenant ${tenantId} is deleted; it is not moved`);
+  const from = resolveParquetLocation(current, ctx.storageConfig, ctx.env);
+  const target: TenantStorage =
+    r.to.mode === "shared"
+      ? { ...current, storageMode: "shared", storageBucket: null, storageRef: null, kmsKeyId: null }
+      : { ...current, storageMode: "dedicated", storageBucket: r.to.bucket, storageRef: null, kmsKeyId: r.to.kmsKeyId };
+  if (r.to.mode === "dedicated") {
+    const bp = bucketNameProblem(r.to.bucket);
+    if (bp) throw new Error(bp);
+    if (r.to.bucket === ctx.storageConfig.sharedBucket) throw new Error(`bucket ${r.to.bucket} is the shared bucket`);
+  }
+  const dedicatedDb = status.database_mode === "dedicated";
+  const deploymentType: DeploymentType = r.to.mode === "dedicated" ? (dedicatedDb ? "single-tenant" : "hybrid") : dedicatedDb ? "hybrid" : "multi-tenant";
+  const to = resolveParquetLocation({ ...target, deploymentType }, ctx.storageConfig, ctx.env);
+  if (to.bucket === from.bucket && to.tenantPrefix === from.tenantPrefix && to.kmsKeyId === from.kmsKeyId) {
+    return { tenantId, from: describeLocation(from), to: describeLocation(to), moved: false, deploymentType: current.deploymentType, objectsCopied: 0, plannedRepointed: 0 };
+  }
+  if (to.mode === "dedicated" && (await ctx.ensureBucket(to))) log(`created bucket ${to.bucket}`);
+  const topic = tenantTopics(tenantId).sensorData;
+  const partitions = (await ctx.kafka.fetchTopicMetadata({ topics: [topic] })).topics[0]?.partitions.length ?? 0;
+  const storeUrl = await (async () => {
+    const ref = await tenantDatabaseRef(ctx.db, tenantId);
+    if (ref && !ctx.adminUrl) throw new Error("the tenant has a dedicated database; reaching it needs MILLRACE_PG_ADMIN_URL");
+    return ref ? databaseUrl(ref, ctx.adminUrl!) : ctx.adminUrl;
+  })();
+  if (!storeUrl) throw new Error("moving a tenant's storage needs the shared database's admin URL: set MILLRACE_PG_ADMIN_URL");
+  const fromClient = ctx.s3.clientForLocation(from);
+  const toClient = ctx.s3.clientForLocation(to);
+  const oldKeys: string[] = [];
+  let objectsCopied = 0;
+  let plannedRepointed = 0;
+  await withClient(storeUrl, async (c) => {
+    await fenceTopic(c, topic, partitions, r.consumerGroups ?? []);
+    log(`fenced ${topic}: the tenant's ingestion waits while its files move`);
+    try {
+      const files = await c.query<{ topic: string; partition: number; first_offset: string; object_key: string; bucket: string; status: string; byte_size: string | null; sha256: string | null }>(
+        "SELECT topic, partition, first_offset, object_key, bucket, status, byte_size, sha256 FROM millrace.parquet_files WHERE tenant_id = $1 ORDER BY topic, partition, first_offset",
+        [tenantId],
+      );
+      for (const f of files.rows) {
+        if (f.bucket === to.bucket && f.object_key.startsWith(to.tenantPrefix)) continue; // a rerun: already there
+        if (!f.object_key.startsWith(from.tenantPrefix) || f.bucket !== from.bucket) throw new Error(`s3://${f.bucket}/${f.object_key} is not in the tenant's place s3://${from.bucket}/${from.tenantPrefix}; not moved (parquet verify)`);
+        const key = `${to.tenantPrefix}${f.object_key.slice(from.tenantPrefix.length)}`;
+        if (f.status === "uploaded") {
+          const got = await fromClient.send(new GetObjectCommand({ Bucket: f.bucket, Key: f.object_key }));
+          const body = Buffer.from(await got.Body!.transformToByteArray());
+          if (f.byte_size !== null && body.length !== Number(f.byte_size)) throw new Error(`s3://${f.bucket}/${f.object_key} has ${body.length} bytes, the manifest says ${f.byte_size}; not moved (parquet verify)`);
+          const up = await putObjectVerified(toClient, { bucket: to.bucket, key, body, kmsKeyId: to.kmsKeyId });
+          if (f.sha256 !== null && up.sha256 !== f.sha256) throw new Error(`copy of s3://${f.bucket}/${f.object_key} has SHA-256 ${up.sha256}, the manifest says ${f.sha256}`);
+          objectsCopied++;
+        } else {
+          plannedRepointed++;
+        }
+        await c.query("UPDATE millrace.parquet_files SET bucket = $5, object_key = $6 WHERE topic = $1 AND partition = $2 AND first_offset = $3 AND tenant_id = $4", [f.topic, f.partition, f.first_offset, tenantId, to.bucket, key]);
+        oldKeys.push(f.object_key);
+        if (objectsCopied > 0 && objectsCopied % 50 === 0) log(`copied ${objectsCopied} of ${files.rows.length} files`);
+      }
+      await ctx.db.query(
+        "UPDATE tenants SET storage_mode = $2, storage_bucket = $3, storage_ref = NULL, kms_key_id = $4, deployment_type = $5, updated_at = now() WHERE tenant_id = $1",
+        [tenantId, to.mode, to.mode === "dedicated" ? to.bucket : null, to.kmsKeyId ?? null, deploymentType],
+      );
+      if (dedicatedDb) {
+        // The dedicated store's copy of the row, which its Parquet planning checks against.
+        await c.query("UPDATE tenants SET storage_mode = $2, storage_bucket = $3, storage_ref = NULL, kms_key_id = $4, deployment_type = $5, updated_at = now() WHERE tenant_id = $1", [
+          tenantId,
+          to.mode,
+          to.mode === "dedicated" ? to.bucket : null,
+          to.kmsKeyId ?? null,
+          deploymentType,
+        ]);
+      }
+      log(`switched: ${tenantId}'s files are in ${describeLocation(to)} (${objectsCopied} copied, ${plannedRepointed} planned files repointed)`);
+    } finally {
+      // Whether the switch happened or not, the tenant's ingestion goes on (from the same store).
+      await unfenceTopic(c, topic);
+    }
+  });
+  // The old objects go last, once the manifest names only the new ones (a planned file's old key
+  // too: an upload in flight at the fence may have written it).
+  const failed = await deleteObjects(from, ctx.s3, oldKeys);
+  if (failed.size > 0) log(`could not delete ${failed.size} old objects (e.g. ${[...failed][0]!.join(": ")}); delete them from s3://${from.bucket}/${from.tenantPrefix}`);
+  return { tenantId, from: describeLocation(from), to: describeLocation(to), moved: true, deploymentType, objectsCopied, plannedRepointed };
 }

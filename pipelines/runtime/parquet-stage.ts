@@ -10,7 +10,7 @@
  * offset; a file that was planned but not marked is rebuilt with exactly its planned range, so the
  * same key gets the same bytes.
  */
-import { CreateBucketCommand, HeadBucketCommand, type S3Client } from "@aws-sdk/client-s3";
+import { CreateBucketCommand, DeleteObjectCommand, HeadBucketCommand, type S3Client } from "@aws-sdk/client-s3";
 import type pg from "pg";
 import { FencedError, MillraceError } from "../../lib/errors.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -27,6 +27,7 @@ import {
   PARQUET_SINK,
   plannedFiles,
   planFile,
+  RepointedError,
   putObjectVerified,
   resolveParquetLocation,
   S3ClientCache,
@@ -141,6 +142,8 @@ export class ParquetStage {
   /** Load a partition's state after (re)assignment; returns the sink's stored next offset. */
   async assign(topic: string, partition: number, tenantId: string, fallbackStart: number | undefined): Promise<number | undefined> {
     const store = this.storeOf(tenantId);
+    // Where the tenant's files go is read afresh at every assignment (it may have moved).
+    this.locations.delete(tenantId);
     const stored = await sinkOffset(store, PARQUET_SINK, this.consumerGroup, topic, partition);
     const start = stored ?? fallbackStart;
     const k = this.key(topic, partition);
@@ -296,6 +299,7 @@ export class ParquetStage {
     const r = this.plan.retry;
     for (let attempt = 1; ; attempt++) {
       if (p.generation !== gen || this.closedHard) return;
+      let uploaded: { bucket: string; key: string; client: S3Client } | undefined;
       try {
         const t0 = process.hrtime.bigint();
         const loc = await this.locationFor(p.tenantId);
@@ -318,6 +322,7 @@ export class ParquetStage {
             tenantId: p.tenantId,
             bucket: loc.bucket,
             objectKey: key,
+            storageMode: loc.mode,
             rowCount: file.rows.length,
             minTime: file.rows.length > 0 ? file.minTime : 0,
             maxTime: file.rows.length > 0 ? file.maxTime : 0,
@@ -343,6 +348,7 @@ export class ParquetStage {
           if (aborted.length > 0) this.log.warn({ topic: p.topic, partition: p.partition, key: entry.objectKey, uploadIds: aborted }, "aborted incomplete multipart uploads left by an earlier attempt at this file");
         }
         const res = await putObjectVerified(s3, { bucket: entry.bucket, key: entry.objectKey, body, kmsKeyId: loc.kmsKeyId }, { multipartThreshold: this.plan.multipartThreshold });
+        uploaded = { bucket: entry.bucket, key: entry.objectKey, client: s3 };
         const mark = await markUploaded(p.store, {
           consumerGroup: this.consumerGroup,
           topic: p.topic,
@@ -352,6 +358,8 @@ export class ParquetStage {
           byteSize: res.bytes,
           sha256: res.sha256,
           expectedOffset: p.committed,
+          bucket: entry.bucket,
+          objectKey: entry.objectKey,
         });
         p.committed = mark.nextOffset;
         p.pendingBytes -= file.bytes;
@@ -364,6 +372,12 @@ export class ParquetStage {
         }
         return;
       } catch (err) {
+        if (err instanceof RepointedError && uploaded) {
+          // The tenant's files moved while this one was uploaded to the old place: that object is
+          // in no manifest; remove it (the file is rebuilt in the new place after the reload).
+          const { bucket, key, client } = uploaded;
+          await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })).catch((e: unknown) => this.log.warn({ bucket, key, err: (e as Error).message }, "could not delete an object left in the tenant's old place"));
+        }
         if (err instanceof FencedError) {
           this.log.warn({ topic: p.topic, partition: p.partition, err: err.message }, "Parquet file fenced; another worker owns the partition");
           this.metrics.fenced.inc({ topic: p.topic });

@@ -56,6 +56,11 @@ export interface FilePlan {
   /** Known when the file was encoded before planning (encoding is pure); checked by markUploaded. */
   sha256?: string;
   byteSize?: number;
+  /**
+   * Where the planner believes the tenant's files go now ("shared" or "dedicated"); checked against
+   * the tenants row in this store, so a file is never planned in a place the tenant moved away from.
+   */
+  storageMode?: "shared" | "dedicated";
 }
 
 export interface PlanOptions {
@@ -182,6 +187,13 @@ export async function planFile(pool: pg.Pool, plan: FilePlan, opts: PlanOptions 
         `${plan.topic}[${plan.partition}]: offsets ${plan.firstOffset}-${plan.lastOffset} overlap the ${o.status} file ${o.first_offset}-${o.last_offset}; another worker owns this partition or the replay did not start from the sink offset`,
       );
     }
+    if (plan.storageMode !== undefined) {
+      const t = await c.query<{ storage_mode: string; storage_bucket: string | null }>("SELECT storage_mode, storage_bucket FROM tenants WHERE tenant_id = $1", [plan.tenantId]);
+      const row = t.rows[0];
+      if (row && (row.storage_mode !== plan.storageMode || (row.storage_mode === "dedicated" && row.storage_bucket !== plan.bucket))) {
+        throw new FencedError(`${plan.topic}[${plan.partition}]: the tenant's files now go to ${row.storage_mode === "dedicated" ? `s3://${row.storage_bucket}` : "the shared bucket"}, not s3://${plan.bucket} (tenants move)`);
+      }
+    }
     const last = await c.query<{ last_offset: string }>(
       "SELECT last_offset FROM millrace.parquet_files WHERE topic = $1 AND partition = $2 ORDER BY first_offset DESC LIMIT 1",
       [plan.topic, plan.partition],
@@ -229,6 +241,9 @@ export interface UploadedFile {
   /** The stored next offset this file starts from (the fence); default firstOffset. */
   expectedOffset?: number;
   sink?: string;
+  /** Where it was uploaded; an entry that names another place now (tenants move) gives RepointedError. */
+  bucket?: string;
+  objectKey?: string;
 }
 
 export interface MarkResult {
@@ -248,6 +263,9 @@ RETURNING o.next_offset`;
  * Mark the file uploaded and advance the sink offset to lastOffset + 1, in one transaction, only if
  * the stored offset still equals `expectedOffset` (else FencedError: this worker lost the partition).
  */
+/** The file's manifest entry names another place than the one uploaded to (tenants move): the uploaded object is nobody's. */
+export class RepointedError extends FencedError {}
+
 export async function markUploaded(pool: pg.Pool, f: UploadedFile): Promise<MarkResult> {
   if (!/^[0-9a-f]{64}$/.test(f.sha256)) throw new RangeError("markUploaded: sha256 must be 64 lower-case hex digits");
   if (!Number.isSafeInteger(f.byteSize) || f.byteSize < 0) throw new RangeError("markUploaded: byteSize must be a non-negative integer");
@@ -263,6 +281,9 @@ export async function markUploaded(pool: pg.Pool, f: UploadedFile): Promise<Mark
     const row = cur.rows[0];
     if (!row) throw new ManifestConflictError(`${f.topic}[${f.partition}]: no manifest entry starts at offset ${f.firstOffset}; planFile first`);
     const entry = toEntry(row);
+    if ((f.bucket !== undefined && f.bucket !== entry.bucket) || (f.objectKey !== undefined && f.objectKey !== entry.objectKey)) {
+      throw new RepointedError(`${f.topic}[${f.partition}] ${f.firstOffset}-${f.lastOffset}: the manifest now names s3://${entry.bucket}/${entry.objectKey} (the tenant's files moved), not s3://${f.bucket}/${f.objectKey}`);
+    }
     if (entry.lastOffset !== f.lastOffset) {
       throw new ManifestConflictError(`${f.topic}[${f.partition}]: the entry at ${f.firstOffset} ends at ${entry.lastOffset}, not ${f.lastOffset}; rebuild the planned range`);
     }

@@ -3,7 +3,8 @@
  * producer keeps publishing (issue #6 §2, tenants/move.ts): every reading is stored exactly once —
  * before the switch in the old store, after it in the new one, and in the end all of them in the
  * new one only — the Parquet files cover every offset once (`parquet verify` finds nothing), the
- * worker never restarts, and another tenant's ingestion goes on. Then the same move back.
+ * worker never restarts, and another tenant's ingestion goes on. Then the same move back. And the
+ * upgrade the issue names — multi-tenant to single-tenant, database and bucket — under load.
  */
 import { randomUUID } from "node:crypto";
 import type { Admin, Kafka } from "kafkajs";
@@ -13,8 +14,9 @@ import type { IngestWorker } from "../../pipelines/runtime/worker.ts";
 import { parquetStorageConfig, S3ClientCache } from "../../sinks/s3-parquet/location.ts";
 import { verifyTenant } from "../../sinks/s3-parquet/verify.ts";
 import { databaseUrl, tenantDatabaseRef } from "../../tenants/database.ts";
-import { createTenantLifecycle, type LifecycleContext } from "../../tenants/lifecycle.ts";
-import { moveTenantDatabase } from "../../tenants/move.ts";
+import { createTenantLifecycle, ensureBucket, type LifecycleContext } from "../../tenants/lifecycle.ts";
+import { moveTenantDatabase, moveTenantStorage } from "../../tenants/move.ts";
+import { ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { deleteTopics, encodeReading, endOffsets, produce, registerSensorSchema, testKafka } from "../helpers/kafka.ts";
 import { waitUntil } from "../helpers/wait.ts";
@@ -135,5 +137,49 @@ describe("moving a tenant's store while the worker runs", () => {
       expect(await count(db.admin, bystander)).toEqual({ n: produced.get(bystander)!, d: produced.get(bystander)! });
     }
     expect(worker.ready().ready, worker.ready().why.join("; ")).toBe(true);
+  });
+
+  it("multi-tenant → single-tenant under load: its own database and its own bucket; every reading once, every file in the new place only", { timeout: 300_000 }, async () => {
+    await worker?.stop();
+    const tenant = randomUUID();
+    produced.set(tenant, 0);
+    await createTenantLifecycle(ctx, { tenantId: tenant, name: "upgrader", tier: "basic" });
+    await publish(tenant, 500);
+    worker = testWorker(testPlan(), db.adminUrl, [topic(tenant)]);
+    await worker.start();
+    await waitUntil("the first readings in the shared database and bucket", () => caughtUp(db.admin, tenant), 90_000);
+    const bucket = `millrace-move-${tenant.slice(0, 8)}`;
+    const kmsKeyId = `arn:aws:kms:us-east-1:111122223333:key/${randomUUID()}`;
+
+    let producing = true;
+    const load = (async () => {
+      for (let i = 0; i < 10 && producing; i++) await publish(tenant, BATCH);
+    })();
+    await moveTenantDatabase(ctx, tenant, { to: "dedicated" });
+    const moved = await moveTenantStorage({ ...ctx, ensureBucket: (loc) => ensureBucket(ctx, loc) }, tenant, { to: { mode: "dedicated", bucket, kmsKeyId } });
+    producing = false;
+    await load;
+    expect(moved.moved).toBe(true);
+    expect(moved.deploymentType).toBe("single-tenant");
+    await publish(tenant, BATCH);
+    const { pool, shared } = await storeOf(tenant);
+    expect(shared).toBe(false);
+    await waitUntil("every reading in the tenant's own database, Parquet too", () => caughtUp(pool, tenant), 120_000);
+    const total = produced.get(tenant)!;
+    expect(await count(pool, tenant)).toEqual({ n: total, d: total });
+    expect((await count(db.admin, tenant)).n).toBe(0);
+    // Every file in the dedicated bucket, under the tenant's KMS key; nothing left in the shared one.
+    const report = await verifyTenant({ pool: db.writer, store: pool, cache, config: ctx.storageConfig, env: process.env, tenantId: tenant, download: true });
+    expect(report.problems, JSON.stringify(report.problems.slice(0, 3))).toEqual([]);
+    expect(report.rows).toBe(total);
+    expect(report.location).toContain(`s3://${bucket}/`);
+    const files = await pool.query<{ bucket: string }>("SELECT DISTINCT bucket FROM millrace.parquet_files WHERE tenant_id = $1", [tenant]);
+    expect(files.rows).toEqual([{ bucket }]);
+    const s3 = cache.clientFor(ctx.storageConfig.platform);
+    const left = await s3.send(new ListObjectsV2Command({ Bucket: ctx.storageConfig.sharedBucket, Prefix: `${tenant}/` }));
+    expect(left.KeyCount ?? 0, "objects left in the shared bucket").toBe(0);
+    const row = await db.admin.query("SELECT deployment_type, database_mode, storage_mode, storage_bucket, kms_key_id FROM tenants WHERE tenant_id = $1", [tenant]);
+    expect(row.rows[0]).toEqual({ deployment_type: "single-tenant", database_mode: "dedicated", storage_mode: "dedicated", storage_bucket: bucket, kms_key_id: kmsKeyId });
+    await deleteTopics(admin, (t) => t.endsWith(tenant));
   });
 });
