@@ -161,6 +161,7 @@ describe("moving a tenant's store while the worker runs", () => {
     await load;
     expect(moved.moved).toBe(true);
     expect(moved.deploymentType).toBe("single-tenant");
+    expect(moved.objectsCopied, "files uploaded before the move were copied").toBeGreaterThan(0);
     await publish(tenant, BATCH);
     const { pool, shared } = await storeOf(tenant);
     expect(shared).toBe(false);
