@@ -17,6 +17,8 @@ import { parquetStorageConfig, S3ClientCache } from "../../sinks/s3-parquet/loca
 import { createTenantLifecycle, deleteTenant, setTenantStatus, type LifecycleContext } from "../../tenants/lifecycle.ts";
 import { tenantTopics } from "../../tenants/provision.ts";
 import { repoRoot } from "../../stack/context.ts";
+import pg from "pg";
+import { databaseUrl, tenantDatabaseRef } from "../../tenants/database.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { consumeAll, deleteTopics, encodeReading, header, produce, registerSensorSchema, testKafka } from "../helpers/kafka.ts";
 import { waitUntil } from "../helpers/wait.ts";
@@ -91,7 +93,7 @@ describe("tenant lifecycle", () => {
     admin = kafka.admin();
     await admin.connect();
     cache = new S3ClientCache(process.env);
-    ctx = { db: db.admin, kafka: admin, s3: cache, storageConfig: parquetStorageConfig(process.env), env: process.env };
+    ctx = { db: db.admin, kafka: admin, s3: cache, storageConfig: parquetStorageConfig(process.env), env: process.env, adminUrl: db.adminUrl };
   });
 
   afterAll(async () => {
@@ -204,5 +206,38 @@ describe("tenant lifecycle", () => {
     const stopped = await Promise.race([worker!.stop().then(() => "stopped"), new Promise((r) => setTimeout(() => r("hung"), 30_000).unref())]);
     expect(stopped).toBe("stopped");
     worker = undefined;
+  });
+
+  it("single-tenant: create makes, migrates and closes its own database (idempotently); purge empties it", async () => {
+    const t = randomUUID();
+    const bucket = `millrace-lc-${t.slice(0, 8)}`;
+    const req = { tenantId: t, name: "solo", deploymentType: "single-tenant" as const, bucket, kmsKeyId: "arn:aws:kms:us-east-1:111122223333:key/solo" };
+    const first = await createTenantLifecycle(ctx, req);
+    const again = await createTenantLifecycle(ctx, req);
+    expect(first.database).toMatch(/^database millrace_t_[0-9a-f]{16} /);
+    expect(again.database).toBe(first.database);
+    const ref = await tenantDatabaseRef(db.admin, t);
+    const name = (ref as { database: string }).database;
+    expect((await db.admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [name])).rowCount).toBe(1);
+    expect((await db.admin.query("SELECT has_database_privilege('public', $1, 'CONNECT') AS c", [name])).rows[0].c).toBe(false);
+    expect((await db.admin.query("SELECT has_database_privilege('millrace_writer', $1, 'CONNECT') AS c", [name])).rows[0].c).toBe(true);
+    const own = new pg.Pool({ connectionString: databaseUrl(ref!, db.adminUrl), max: 1 });
+    try {
+      expect((await own.query("SELECT count(*)::int AS n FROM public.millrace_schema_migrations")).rows[0].n).toBeGreaterThanOrEqual(9);
+      expect((await own.query("SELECT tenant_id FROM tenants")).rows).toEqual([{ tenant_id: t }]);
+      const when = new Date(Date.now() - 3_600_000);
+      await own.query("SELECT millrace.ensure_sensor_partitions($1, $1)", [when]);
+      await own.query("INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id) VALUES ($1, $2, 'e', 'f'), ($1 + interval '1 s', $2, 'e', 'f')", [when, t]);
+      await own.query(
+        "INSERT INTO millrace.dead_letters (source_topic, source_partition, source_offset, tenant_id, reason, stage, message) VALUES ($1, 0, 7, $2, 'validation_failed', 'validate', 'x')",
+        [tenantTopics(t).sensorData, t],
+      );
+      const p = await deleteTenant(ctx, t, { purge: true });
+      expect([p.rowsDeleted, p.deadLettersDeleted]).toEqual([2, 1]);
+      expect((await own.query("SELECT count(*)::int AS n FROM sensor_data_raw")).rows[0].n).toBe(0);
+      expect((await own.query("SELECT count(*)::int AS n FROM millrace.dead_letters")).rows[0].n).toBe(0);
+    } finally {
+      await own.end();
+    }
   });
 });
