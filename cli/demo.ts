@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { Kafka, logLevel } from "kafkajs";
+import { createKafka } from "../lib/kafka-client.ts";
 import pg from "pg";
 import { migrate } from "../migrations/migrate.ts";
 import { createLogger } from "../lib/log.ts";
@@ -90,7 +91,7 @@ export function registerDemoCommand(program: Command): void {
       Object.assign(process.env, env);
       await migrate(env.MILLRACE_PG_ADMIN_URL!, { log: (m) => process.stderr.write(`${m}\n`) });
 
-      const kafka = new Kafka({ clientId: "millrace-demo", brokers: env.MILLRACE_KAFKA_BROKERS!.split(","), logLevel: logLevel.NOTHING });
+      const kafka = createKafka({ clientId: "millrace-demo", logLevel: logLevel.NOTHING });
       const admin = kafka.admin();
       await admin.connect();
       const db = new pg.Pool({ connectionString: env.MILLRACE_PG_ADMIN_URL!, max: 2 });

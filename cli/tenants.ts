@@ -5,7 +5,8 @@
  */
 import { createInterface } from "node:readline/promises";
 import { InvalidArgumentError, type Command } from "commander";
-import { Kafka, logLevel } from "kafkajs";
+import { logLevel } from "kafkajs";
+import { createKafka } from "../lib/kafka-client.ts";
 import pg from "pg";
 import { loadStackEnv, optionalEnv, requireEnv } from "../lib/env.ts";
 import { parquetStorageConfig, S3ClientCache } from "../sinks/s3-parquet/location.ts";
@@ -66,7 +67,7 @@ async function withContext<T>(fn: (ctx: LifecycleContext) => Promise<T>): Promis
   loadStackEnv();
   const url = optionalEnv("MILLRACE_PG_ADMIN_URL") ?? requireEnv("MILLRACE_PG_URL");
   const db = new pg.Pool({ connectionString: url, max: 2, application_name: "millrace-tenants", options: "-c TimeZone=UTC" });
-  const kafka = new Kafka({ clientId: "millrace-tenants", brokers: requireEnv("MILLRACE_KAFKA_BROKERS").split(","), logLevel: logLevel.NOTHING }).admin();
+  const kafka = createKafka({ clientId: "millrace-tenants", logLevel: logLevel.NOTHING }).admin();
   const s3 = new S3ClientCache(process.env, { maxAttempts: 3 });
   await kafka.connect();
   try {

@@ -14,7 +14,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { CompressionTypes, Kafka, logLevel, Partitioners, type Admin, type Message, type Producer, type logCreator } from "kafkajs";
-import { requireEnv } from "../lib/env.ts";
+import { createKafka, type KafkaAuth } from "../lib/kafka-client.ts";
 import { silentLogger, type Logger } from "../lib/log.ts";
 import type { SensorReading } from "../schemas/index.ts";
 import { createWireEncoder, type WireEncoder } from "./encode.ts";
@@ -74,6 +74,8 @@ export interface PublisherOptions {
   /** Broker list; default MILLRACE_KAFKA_BROKERS (comma-separated). Ignored if `kafka` is given. */
   brokers?: string[];
   kafka?: Kafka;
+  /** SASL credentials (a tenant's producer identity); default from MILLRACE_PRODUCER_KAFKA_* / MILLRACE_KAFKA_*. Ignored if `kafka` is given. */
+  auth?: KafkaAuth | null;
   /** Registry client; default one for MILLRACE_SCHEMA_REGISTRY_URL. */
   registry?: SchemaRegistrar;
   clientId?: string;
@@ -200,9 +202,11 @@ export class SensorPublisher {
     this.compression = opts.compression ?? CompressionTypes.None;
     this.kafka =
       opts.kafka ??
-      new Kafka({
+      createKafka({
         clientId: opts.clientId ?? "millrace-produce",
-        brokers: opts.brokers ?? requireEnv("MILLRACE_KAFKA_BROKERS").split(",").map((b) => b.trim()).filter((b) => b !== ""),
+        brokers: opts.brokers,
+        auth: opts.auth,
+        identity: "producer",
         logLevel: logLevel.WARN,
         logCreator: kafkaLogCreator(this.log),
       });
