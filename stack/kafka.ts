@@ -192,7 +192,7 @@ const acl = (principal: string, resourceType: AclResourceTypes, resourceName: st
 
 /**
  * The ingest worker's ACLs: read every tenant sensor topic, write alerts and dead letters (creating
- * dead-letter topics on demand), use any consumer group (the group is a deployment's choice,
+ * alerts and dead-letter topics on demand, as their publishers do), use any consumer group (the group is a deployment's choice,
  * `--consumer-group`; in production grant just yours), idempotent producing.
  */
 export function workerAcls(user = KAFKA_WORKER_USER): AclEntry[] {
@@ -204,6 +204,7 @@ export function workerAcls(user = KAFKA_WORKER_USER): AclEntry[] {
     acl(user, T, "sensor-data-", P, O.DESCRIBE),
     acl(user, T, "alerts-", P, O.WRITE),
     acl(user, T, "alerts-", P, O.DESCRIBE),
+    acl(user, T, "alerts-", P, O.CREATE),
     acl(user, T, "dead-letters-", P, O.WRITE),
     acl(user, T, "dead-letters-", P, O.DESCRIBE),
     acl(user, T, "dead-letters-", P, O.CREATE),
