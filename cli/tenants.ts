@@ -17,12 +17,30 @@ import {
   parseTenantId,
   setTenantStatus,
   showTenant,
+  tenantCredentials,
   updateTenant,
   type DeploymentType,
   type LifecycleContext,
   type TenantRow,
 } from "../tenants/lifecycle.ts";
 import type { Tier } from "../tenants/tiers.ts";
+import type { TenantCredentials } from "../tenants/credentials.ts";
+import { brokersFromEnv } from "../lib/kafka-client.ts";
+
+function credentialsJson(c: TenantCredentials | undefined) {
+  if (!c) return undefined;
+  return { username: c.username, password: c.password ?? null, mechanism: c.mechanism, brokers: brokersFromEnv().join(","), sensorTopic: c.sensorTopic, alertsTopic: c.alertsTopic, groupPrefix: c.groupPrefix };
+}
+
+function credentialsLines(c: TenantCredentials): string[] {
+  return [
+    `kafka     user ${c.username} (${c.mechanism}): WRITE ${c.sensorTopic}, READ ${c.alertsTopic}, consumer groups ${c.groupPrefix}*`,
+    c.password !== undefined
+      ? `password  ${c.password}    (shown once; not stored by millrace — new one: tenants credentials <id> --rotate)`
+      : "password  (not shown: it exists already; tenants credentials <id> --rotate sets a new one)",
+    ...(c.password !== undefined ? [`produce   MILLRACE_PRODUCER_KAFKA_USERNAME=${c.username} MILLRACE_PRODUCER_KAFKA_PASSWORD=<password> millrace produce …`] : []),
+  ];
+}
 
 const TIER_NAMES = ["basic", "professional", "enterprise"];
 const DEPLOYMENTS = ["multi-tenant", "single-tenant", "hybrid"];
@@ -103,11 +121,27 @@ export function registerTenantCommands(program: Command): void {
     .action(async (o: { name: string; tier?: Tier; deployment?: DeploymentType; bucket?: string; kmsKeyId?: string; tenantId?: string; json?: boolean }) => {
       await withContext(async (ctx) => {
         const r = await createTenantLifecycle(ctx, { name: o.name, tier: o.tier, deploymentType: o.deployment, bucket: o.bucket, kmsKeyId: o.kmsKeyId, tenantId: o.tenantId });
-        if (o.json) return out(JSON.stringify({ tenantId: r.tenantId, rowCreated: r.rowCreated, topics: r.topics, bucket: r.location.bucket, prefix: r.location.tenantPrefix, bucketCreated: r.bucketCreated }));
+        if (o.json) return out(JSON.stringify({ tenantId: r.tenantId, rowCreated: r.rowCreated, topics: r.topics, bucket: r.location.bucket, prefix: r.location.tenantPrefix, bucketCreated: r.bucketCreated, kafka: credentialsJson(r.kafkaCredentials) ?? null }));
         for (const n of r.notes) out(`note: ${n}`);
         out(`tenant    ${r.tenantId}${r.rowCreated ? " (created)" : " (existed; completed)"}`);
         out(`topics    ${Object.values(r.topics).join(", ")}`);
         out(`storage   s3://${r.location.bucket}/${r.location.tenantPrefix}${r.bucketCreated ? " (bucket created)" : ""}`);
+        if (r.kafkaCredentials) for (const l of credentialsLines(r.kafkaCredentials)) out(l);
+      });
+    });
+
+  cmd
+    .command("credentials")
+    .description("the tenant's Kafka producer identity (creates it if missing); --rotate sets a new password (the old one stops working)")
+    .argument("<id>", "tenant id", tenantIdArg)
+    .option("--rotate", "set a new password and print it")
+    .option("--json", "print the result as JSON")
+    .action(async (id: string, o: { rotate?: boolean; json?: boolean }) => {
+      await withContext(async (ctx) => {
+        const c = await tenantCredentials(ctx, id, { rotate: o.rotate });
+        if (o.json) return out(JSON.stringify({ tenantId: id, created: c.created, rotated: c.rotated, kafka: credentialsJson(c) }));
+        if (c.created) out("note: the Kafka user did not exist; created it");
+        for (const l of credentialsLines(c)) out(l);
       });
     });
 
@@ -195,7 +229,7 @@ export function registerTenantCommands(program: Command): void {
         const r = await deleteTenant(ctx, id, { purge: o.purge });
         out(`tenant ${id}: ${r.statusChanged ? "marked deleted" : "already deleted"}`);
         if (r.purged) {
-          out(`purged: ${r.topicsDeleted.length} topics, ${r.rowsDeleted} rows, ${r.deadLettersDeleted} dead letters, ${r.objectsDeleted} objects, ${r.manifestRowsDeleted} manifest rows`);
+          out(`purged: ${r.topicsDeleted.length} topics, ${r.rowsDeleted} rows, ${r.deadLettersDeleted} dead letters, ${r.objectsDeleted} objects, ${r.manifestRowsDeleted} manifest rows, ${r.kafkaAclsDeleted} Kafka ACLs and the Kafka user`);
           out("kept: the tenants row (status deleted), threshold rules, equipment, alerts and alarms, offsets bookkeeping (docs/tenancy.md)");
         }
       });

@@ -187,13 +187,11 @@ export async function ensureTenantCredentials(ctx: CredentialsContext, tenantId:
   };
 }
 
-/** Remove the tenant's ACLs (every binding of its principal) and its SCRAM credential. */
+/** Remove the tenant's ACLs (the bindings {@link tenantAcls} makes) and its SCRAM credential. */
 export async function removeTenantCredentials(ctx: CredentialsContext, tenantId: string): Promise<{ aclsDeleted: number }> {
   const id = checkId(tenantId);
-  const principal = `User:${tenantKafkaUser(id)}`;
-  const r = await ctx.kafka.deleteAcls({
-    filters: [{ principal, host: "*", resourceType: RT.ANY, resourceName: null as unknown as string, resourcePatternType: PT.ANY, operation: OP.ANY, permissionType: AclPermissionTypes.ANY }],
-  });
+  // Exactly the bindings tenantAcls() makes (kafkajs' deleteAcls wants a resource name per filter).
+  const r = await ctx.kafka.deleteAcls({ filters: tenantAcls(id) });
   const aclsDeleted = r.filterResponses.reduce((n, f) => n + f.matchingAcls.length, 0);
   await ctx.scram.remove(tenantKafkaUser(id));
   return { aclsDeleted };

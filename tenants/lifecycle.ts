@@ -21,6 +21,8 @@ import {
 } from "../sinks/s3-parquet/location.ts";
 import { TENANT_ID } from "../sinks/s3-parquet/keys.ts";
 import { createTenant, tenantTopics } from "./provision.ts";
+import { configCommandScramAdmin, ensureTenantCredentials, removeTenantCredentials, type ScramAdmin, type TenantCredentials } from "./credentials.ts";
+import { kafkaAuthFromEnv } from "../lib/kafka-client.ts";
 import { deleteObjects, deleteTenantRows } from "./retention.ts";
 import { TIERS, type Tier } from "./tiers.ts";
 
@@ -36,6 +38,32 @@ export interface LifecycleContext {
   storageConfig: ParquetStorageConfig;
   env: Env;
   progress?: (line: string) => void;
+  /**
+   * SCRAM credentials of tenant users (default: Kafka's ConfigCommand, tenants/credentials.ts).
+   * Tenant Kafka identities are provisioned only when the admin connection itself uses SASL
+   * (MILLRACE_KAFKA_USERNAME set): a broker without SASL has no users to create.
+   */
+  scram?: ScramAdmin;
+}
+
+/** Whether this deployment's Kafka uses SASL (then every tenant gets its own producer identity). */
+export function kafkaUsesSasl(ctx: LifecycleContext): boolean {
+  return kafkaAuthFromEnv("default", ctx.env as NodeJS.ProcessEnv) !== undefined;
+}
+
+function credentialsContext(ctx: LifecycleContext) {
+  const auth = kafkaAuthFromEnv("default", ctx.env as NodeJS.ProcessEnv);
+  return { kafka: ctx.kafka, scram: ctx.scram ?? configCommandScramAdmin({ env: ctx.env as NodeJS.ProcessEnv, auth }), mechanism: auth?.mechanism };
+}
+
+/** Create (or complete) the tenant's producer identity; `rotate` sets a new password. */
+export async function tenantCredentials(ctx: LifecycleContext, tenantId: string, o: { rotate?: boolean } = {}): Promise<TenantCredentials> {
+  const id = parseTenantId(tenantId);
+  const row = await getTenant(ctx.db, id);
+  if (!row) throw new Error(`tenant ${id} does not exist`);
+  if (row.status === "deleted") throw new Error(`tenant ${id} is deleted; it gets no Kafka credentials`);
+  if (!kafkaUsesSasl(ctx)) throw new Error("Kafka is used without SASL (MILLRACE_KAFKA_USERNAME is not set): there are no tenant credentials to make");
+  return await ensureTenantCredentials(credentialsContext(ctx), id, o);
 }
 
 export interface TenantRow {
@@ -80,6 +108,8 @@ export interface CreateResult {
   topics: ReturnType<typeof tenantTopics>;
   location: ParquetLocation;
   bucketCreated: boolean;
+  /** The tenant's Kafka producer identity (undefined: Kafka without SASL); `password` only when created now. */
+  kafkaCredentials?: TenantCredentials;
   notes: string[];
 }
 
@@ -151,7 +181,12 @@ export async function createTenantLifecycle(ctx: LifecycleContext, r: CreateRequ
   const location = resolveParquetLocation(st!, ctx.storageConfig, ctx.env);
   let bucketCreated = false;
   if (location.mode === "dedicated") bucketCreated = await ensureBucket(ctx, location);
-  return { tenantId, rowCreated, topics, location, bucketCreated, notes };
+  let kafkaCredentials: TenantCredentials | undefined;
+  if (kafkaUsesSasl(ctx)) {
+    kafkaCredentials = await ensureTenantCredentials(credentialsContext(ctx), tenantId);
+    if (!kafkaCredentials.created) notes.push(`Kafka user ${kafkaCredentials.username} existed already; its password is not shown again (new one: tenants credentials ${tenantId} --rotate)`);
+  }
+  return { tenantId, rowCreated, topics, location, bucketCreated, kafkaCredentials, notes };
 }
 
 export async function getTenant(db: pg.Pool, tenantId: string): Promise<TenantRow | undefined> {
@@ -255,6 +290,8 @@ export interface DeleteResult {
   deadLettersDeleted: number;
   objectsDeleted: number;
   manifestRowsDeleted: number;
+  /** ACL bindings of the tenant's Kafka user removed (its SCRAM credential is removed too). */
+  kafkaAclsDeleted: number;
 }
 
 async function listAllKeys(ctx: LifecycleContext, loc: ParquetLocation): Promise<string[]> {
@@ -295,6 +332,7 @@ export async function deleteTenant(ctx: LifecycleContext, tenantId: string, opts
     deadLettersDeleted: 0,
     objectsDeleted: 0,
     manifestRowsDeleted: 0,
+    kafkaAclsDeleted: 0,
   };
   if (!opts.purge) return result;
 
@@ -320,6 +358,10 @@ export async function deleteTenant(ctx: LifecycleContext, tenantId: string, opts
   ctx.progress?.(`deleted ${keys.length} objects under s3://${loc.bucket}/${loc.tenantPrefix}`);
   const mf = await ctx.db.query("DELETE FROM millrace.parquet_files WHERE tenant_id = $1", [id]);
   result.manifestRowsDeleted = mf.rowCount ?? 0;
+  if (kafkaUsesSasl(ctx)) {
+    result.kafkaAclsDeleted = (await removeTenantCredentials(credentialsContext(ctx), id)).aclsDeleted;
+    ctx.progress?.(`removed Kafka user tenant-${id} and its ${result.kafkaAclsDeleted} ACLs`);
+  }
   result.purged = true;
   return result;
 }
