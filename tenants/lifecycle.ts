@@ -99,6 +99,8 @@ export interface CreateRequest {
   deploymentType?: DeploymentType;
   bucket?: string;
   kmsKeyId?: string;
+  /** If the tenant's Kafka user exists already (a rerun), set a new password and return it (the demo does). */
+  rotateKafkaPassword?: boolean;
 }
 
 export interface CreateResult {
@@ -183,8 +185,8 @@ export async function createTenantLifecycle(ctx: LifecycleContext, r: CreateRequ
   if (location.mode === "dedicated") bucketCreated = await ensureBucket(ctx, location);
   let kafkaCredentials: TenantCredentials | undefined;
   if (kafkaUsesSasl(ctx)) {
-    kafkaCredentials = await ensureTenantCredentials(credentialsContext(ctx), tenantId);
-    if (!kafkaCredentials.created) notes.push(`Kafka user ${kafkaCredentials.username} existed already; its password is not shown again (new one: tenants credentials ${tenantId} --rotate)`);
+    kafkaCredentials = await ensureTenantCredentials(credentialsContext(ctx), tenantId, { rotate: r.rotateKafkaPassword });
+    if (!kafkaCredentials.created && !kafkaCredentials.rotated) notes.push(`Kafka user ${kafkaCredentials.username} existed already; its password is not shown again (new one: tenants credentials ${tenantId} --rotate)`);
   }
   return { tenantId, rowCreated, topics, location, bucketCreated, kafkaCredentials, notes };
 }
