@@ -13,10 +13,11 @@
  *   the default identity.
  *
  * With no username set the client connects without SASL (PLAINTEXT), as before, so brokers started
- * without SASL keep working.
+ * without SASL keep working. Credentials found only in `.stack/env` are used only with the stack's
+ * brokers (also from `.stack/env`), never with brokers the caller set.
  */
 import { Kafka, type KafkaConfig, type SASLOptions } from "kafkajs";
-import { loadStackEnv } from "./env.ts";
+import { cameFromStackFile, loadStackEnv } from "./env.ts";
 
 export type KafkaSaslMechanism = "scram-sha-256" | "scram-sha-512" | "plain";
 export const KAFKA_SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ["scram-sha-256", "scram-sha-512", "plain"];
@@ -48,11 +49,18 @@ export function parseSaslMechanism(raw: string | undefined, what = "MILLRACE_KAF
  * (or the other way round) is an error naming the variable to set.
  */
 export function kafkaAuthFromEnv(identity: KafkaIdentity = "default", env: NodeJS.ProcessEnv = process.env): KafkaAuth | undefined {
-  if (env === process.env) loadStackEnv();
-  const mechanismRaw = val(env, "MILLRACE_KAFKA_SASL_MECHANISM");
+  // The local stack's credentials belong to the stack's broker: with brokers of the caller's own
+  // (MILLRACE_KAFKA_BROKERS set, not from .stack/env), credentials only from the stack file are ignored.
+  let ignoreFile = false;
+  if (env === process.env) {
+    loadStackEnv();
+    ignoreFile = val(env, "MILLRACE_KAFKA_BROKERS") !== undefined && !cameFromStackFile("MILLRACE_KAFKA_BROKERS");
+  }
+  const get = (name: string) => (ignoreFile && cameFromStackFile(name) ? undefined : val(env, name));
+  const mechanismRaw = get("MILLRACE_KAFKA_SASL_MECHANISM");
   const tryPrefix = (p: string): KafkaAuth | undefined => {
-    const username = val(env, `${p}_USERNAME`);
-    const password = val(env, `${p}_PASSWORD`);
+    const username = get(`${p}_USERNAME`);
+    const password = get(`${p}_PASSWORD`);
     if (username === undefined && password === undefined) return undefined;
     if (username === undefined) throw new Error(`${p}_PASSWORD is set but ${p}_USERNAME is not`);
     if (password === undefined) throw new Error(`${p}_USERNAME is set but ${p}_PASSWORD is not`);
