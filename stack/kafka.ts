@@ -456,9 +456,9 @@ export const kafkaService: StackService = {
       // Formatted before the stack had SASL/SCRAM: its metadata has no users, so nobody could log in.
       throw new Error(
         `kafka: ${p.dataDir} was formatted without SASL/SCRAM users (by a millrace before tenant-scoped Kafka credentials); ` +
-          `its topics cannot be kept. Stop the stack (./millrace stack down), remove ${p.dir} and run ./millrace stack up again ` +
-          "(a new, empty broker; PostgreSQL and S3 are untouched, but their offsets bookkeeping then refers to topics that no longer exist — " +
-          `for a clean slate remove ${ctx.stateDir} entirely)`,
+          `nobody could log in to it. Start afresh: ./millrace stack down, then rm -rf ${ctx.stateDir}, then ./millrace stack up ` +
+          `(or ./millrace demo). Removing only ${p.dir} keeps PostgreSQL's stored offsets of the old topics, which recreated topics ` +
+          "of the same names (the demo's tenants) would not match",
       );
     }
     const creds = ensureCredentials(p);
