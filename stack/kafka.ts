@@ -435,6 +435,12 @@ export const kafkaService: StackService = {
   async start(ctx) {
     const p = paths(ctx);
     const running = kafkaPid(p);
+    if (running !== undefined && !existsSync(p.credentialsFile)) {
+      throw new Error(
+        `kafka: the broker running here (pid ${running}) was started by a millrace before SASL/SCRAM credentials and has no users: ` +
+          `start the local stack afresh: ./millrace stack down, then rm -rf ${ctx.stateDir}, then ./millrace stack up`,
+      );
+    }
     if (running !== undefined) {
       if (await portOpen(ctx.host, ctx.ports.kafka)) return;
       ctx.log(`kafka: pid ${running} is alive but ${brokers(ctx)} does not answer yet; leaving it to start`);
