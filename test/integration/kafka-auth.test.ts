@@ -5,7 +5,10 @@
  * rotation and `delete --purge` take the old identity away. Lifecycle: `createTenantLifecycle`
  * provisions the identity once (a rerun keeps it), `deleteTenant --purge` removes it.
  */
+import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import type { Admin, Consumer, Kafka } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { logLevel } from "kafkajs";
@@ -16,6 +19,9 @@ import { configCommandScramAdmin, ensureTenantCredentials, removeTenantCredentia
 import { createTenantLifecycle, deleteTenant, tenantCredentials, type LifecycleContext } from "../../tenants/lifecycle.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { testKafka } from "../helpers/kafka.ts";
+import { repoRoot } from "../../stack/context.ts";
+
+const run = promisify(execFile);
 
 const WAIT_MS = 30_000;
 
@@ -233,6 +239,29 @@ describe("Kafka credentials in the tenant lifecycle", () => {
     await admin?.disconnect();
     await db?.drop();
   }, 60_000);
+
+  it("the CLI: tenants create --json prints the credentials; millrace produce with them writes the own topic, and is refused another tenant's", async () => {
+    const own = randomUUID();
+    const cli = async (args: string[], env: NodeJS.ProcessEnv = {}) =>
+      await run(join(repoRoot, "millrace"), args, { cwd: repoRoot, timeout: 120_000, env: { ...process.env, MILLRACE_PG_ADMIN_URL: db.adminUrl, ...env } });
+    const created = JSON.parse((await cli(["tenants", "create", "--name", "auth-cli", "--tenant-id", own, "--json"])).stdout) as { kafka: { username: string; password: string | null } };
+    expect(created.kafka.username).toBe(`tenant-${own}`);
+    expect(created.kafka.password).toEqual(expect.any(String));
+    const rerun = JSON.parse((await cli(["tenants", "create", "--name", "auth-cli", "--tenant-id", own, "--json"])).stdout) as { kafka: { password: string | null } };
+    expect(rerun.kafka.password).toBeNull();
+    const auth = { MILLRACE_PRODUCER_KAFKA_PASSWORD: created.kafka.password! };
+    const ok = await cli(["produce", "synthetic", "--tenants", own, "--count", "20", "--kafka-username", `tenant-${own}`], auth);
+    expect(ok.stdout + ok.stderr).toMatch(/20 records acknowledged/);
+    const other = randomUUID();
+    await cli(["tenants", "create", "--name", "auth-cli-other", "--tenant-id", other]);
+    const refused = await cli(["produce", "synthetic", "--tenants", other, "--count", "20", "--kafka-username", `tenant-${own}`], auth).then(
+      () => undefined,
+      (e: { stderr?: string }) => e.stderr ?? "",
+    );
+    expect(refused, "producing to another tenant's topic must fail").toBeDefined();
+    expect(refused).toMatch(new RegExp(`Kafka user tenant-${own} may not see it`));
+    for (const t of [own, other]) await deleteTenant(lc, t, { purge: true });
+  }, 240_000);
 
   it("create provisions the identity once (a rerun keeps the password); credentials --rotate; delete --purge removes it", async () => {
     const first = await createTenantLifecycle(lc, { tenantId: T, name: "auth-lifecycle" });
