@@ -8,7 +8,7 @@
  * including after SIGKILL, keep topics and committed offsets; Kafka recovers unflushed segments itself.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import kafkajs, { logLevel, type AclEntry, type AclOperationTypes, type AclResourceTypes, type ResourcePatternTypes } from "kafkajs";
@@ -470,6 +470,7 @@ export const kafkaService: StackService = {
     const creds = ensureCredentials(p);
     const listeners = kafkaListeners(ctx);
     writeFileSync(p.configFile, renderProperties(kafkaServerProperties(ctx, listeners, kafkaSecurityProperties(listeners, creds))), { mode: 0o600 });
+    chmodSync(p.configFile, 0o600); // it holds the broker's password; an older file may have been 0644
 
     if (!formatted) {
       const id = clusterId(p);
