@@ -18,13 +18,14 @@ import {
   setTenantStatus,
   showTenant,
   tenantCredentials,
+  kafkaUsesSasl,
   updateTenant,
   type DeploymentType,
   type LifecycleContext,
   type TenantRow,
 } from "../tenants/lifecycle.ts";
 import type { Tier } from "../tenants/tiers.ts";
-import type { TenantCredentials } from "../tenants/credentials.ts";
+import { tenantAclsInPlace, tenantKafkaUser, type TenantCredentials } from "../tenants/credentials.ts";
 import { brokersFromEnv } from "../lib/kafka-client.ts";
 
 function credentialsJson(c: TenantCredentials | undefined) {
@@ -183,6 +184,10 @@ export function registerTenantCommands(program: Command): void {
         out(`created     ${r.created_at.toISOString()} (updated ${r.updated_at.toISOString()})`);
         for (const t of d.topics) out(`topic       ${t.name}: ${t.exists ? `${t.partitions} partitions` : "missing"}`);
         out(`parquet     ${d.storage}`);
+        if (kafkaUsesSasl(ctx)) {
+          const acls = await tenantAclsInPlace(ctx.kafka, id);
+          out(`kafka       user ${tenantKafkaUser(id)}: ${acls.present} of ${acls.expected} ACLs in place${acls.present < acls.expected && r.status !== "deleted" ? " (rerun `tenants create` or `tenants credentials` to complete)" : ""}`);
+        }
       });
     });
 

@@ -196,3 +196,19 @@ export async function removeTenantCredentials(ctx: CredentialsContext, tenantId:
   await ctx.scram.remove(tenantKafkaUser(id));
   return { aclsDeleted };
 }
+
+/** How many of the bindings {@link tenantAcls} makes are in place (describeAcls; no JVM). */
+export async function tenantAclsInPlace(kafka: Pick<Admin, "describeAcls">, tenantId: string): Promise<{ present: number; expected: number }> {
+  const want = tenantAcls(tenantId);
+  const r = await kafka.describeAcls({
+    principal: want[0]!.principal,
+    host: "*",
+    resourceType: RT.ANY,
+    resourcePatternType: PT.ANY,
+    operation: OP.ANY,
+    permissionType: AclPermissionTypes.ANY,
+  } as Parameters<Admin["describeAcls"]>[0]);
+  const have = new Set(r.resources.flatMap((res) => res.acls.map((a) => `${res.resourceType}|${res.resourceName}|${res.resourcePatternType}|${a.operation}|${a.permissionType}`)));
+  const present = want.filter((w) => have.has(`${w.resourceType}|${w.resourceName}|${w.resourcePatternType}|${w.operation}|${w.permissionType}`)).length;
+  return { present, expected: want.length };
+}

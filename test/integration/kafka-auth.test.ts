@@ -249,6 +249,7 @@ describe("Kafka credentials in the tenant lifecycle", () => {
     expect(created.kafka.password).toEqual(expect.any(String));
     const rerun = JSON.parse((await cli(["tenants", "create", "--name", "auth-cli", "--tenant-id", own, "--json"])).stdout) as { kafka: { password: string | null } };
     expect(rerun.kafka.password).toBeNull();
+    expect((await cli(["tenants", "show", own])).stdout).toContain(`kafka       user tenant-${own}: 6 of 6 ACLs in place`);
     const auth = { MILLRACE_PRODUCER_KAFKA_PASSWORD: created.kafka.password! };
     const ok = await cli(["produce", "synthetic", "--tenants", own, "--count", "20", "--kafka-username", `tenant-${own}`], auth);
     expect(ok.stdout + ok.stderr).toMatch(/20 records acknowledged/);
