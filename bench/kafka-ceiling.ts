@@ -4,10 +4,12 @@
  * Both rates exclude the group join: kafkajs timed from its GROUP_JOIN event, Kafka's tool's fetch.nMsg.sec.
  */
 import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { KAFKA_VERSION } from "../stack/kafka.ts";
 import { stackContext } from "../stack/context.ts";
 import { requireEnv } from "../lib/env.ts";
+import { javaClientProperties, kafkaAuthFromEnv } from "../lib/kafka-client.ts";
 import { cpuSecondsOf } from "./procstat.ts";
 import { lastJsonLine, spawnLogged, spawnNode, waitExit } from "./spawn.ts";
 
@@ -46,6 +48,15 @@ export function kafkaLibs(): string {
   return join(stackContext().cacheDir, `kafka-${KAFKA_VERSION}`, "libs");
 }
 
+/** `--command-config <file>` with the SASL settings (MILLRACE_KAFKA_*), or nothing for a PLAINTEXT broker. */
+function commandConfig(dir: string): string[] {
+  const props = javaClientProperties(kafkaAuthFromEnv());
+  if (Object.keys(props).length === 0) return [];
+  const file = join(dir, "consumer-performance.properties");
+  writeFileSync(file, `${Object.entries(props).map(([k, v]) => `${k}=${v}`).join("\n")}\n`, { mode: 0o600 });
+  return ["--command-config", file];
+}
+
 export async function consumerPerformance(opts: { topics: string[]; records: number; logDir: string; timeoutMs: number; group?: string }): Promise<ConsumerPerfAnchor> {
   const group = opts.group ?? `millrace-bench-cperf-${randomBytes(4).toString("hex")}`;
   const include = `^(${opts.topics.map((t) => t.replace(/[.*+?^${}()|[\]\\-]/g, "\\$&")).join("|")})$`;
@@ -71,6 +82,7 @@ export async function consumerPerformance(opts: { topics: string[]; records: num
       "20000",
       "--command-property",
       "auto.offset.reset=earliest",
+      ...commandConfig(opts.logDir),
     ],
     { logFile: join(opts.logDir, "consumer-performance.log"), captureStdout: true },
   );

@@ -1,9 +1,9 @@
 /** Kafka helpers for the benchmark: clients, end offsets, reading record timestamps back. */
 import { Kafka, logLevel, type Admin } from "kafkajs";
-import { requireEnv } from "../lib/env.ts";
+import { createKafka } from "../lib/kafka-client.ts";
 
 export function benchKafka(clientId: string): Kafka {
-  return new Kafka({ clientId, brokers: requireEnv("MILLRACE_KAFKA_BROKERS").split(",").map((s) => s.trim()), logLevel: logLevel.NOTHING });
+  return createKafka({ clientId, logLevel: logLevel.NOTHING });
 }
 
 export const partKey = (topic: string, partition: number) => `${topic}\u0000${partition}`;

@@ -21,6 +21,7 @@ import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { CompressionTypes, type Admin, type Kafka } from "kafkajs";
 import { requireEnv } from "../lib/env.ts";
+import { javaClientProperties, kafkaAuthFromEnv } from "../lib/kafka-client.ts";
 import { stackContext } from "../stack/context.ts";
 import { KAFKA_VERSION } from "../stack/kafka.ts";
 import type { BenchDatabase } from "./db.ts";
@@ -188,6 +189,10 @@ export async function runPeer(opts: {
     "consumer.max.poll.records": String(opts.batchRows),
     "consumer.auto.offset.reset": "earliest",
   };
+  // SASL (MILLRACE_KAFKA_*): for the worker's own clients and, prefixed, its tasks' producers and consumers.
+  for (const [k, v] of Object.entries(javaClientProperties(kafkaAuthFromEnv()))) {
+    for (const prefix of ["", "producer.", "consumer.", "admin."]) worker[`${prefix}${k}`] = v;
+  }
   const connector: Record<string, string> = {
     name,
     "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
@@ -210,7 +215,8 @@ export async function runPeer(opts: {
   const props = (o: Record<string, string>) => `${Object.entries(o).map(([k, v]) => `${k}=${v.replace(/\\/g, "\\\\")}`).join("\n")}\n`;
   const workerFile = join(dir, "worker.properties");
   const connectorFile = join(dir, "jdbc-sink.properties");
-  writeFileSync(workerFile, props(worker));
+  writeFileSync(workerFile, props(worker), { mode: 0o600 });
+  chmodSync(workerFile, 0o600);
   writeFileSync(connectorFile, props(connector), { mode: 0o600 });
   chmodSync(connectorFile, 0o600);
   const logFile = join(dir, "connect.log");

@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { Kafka, logLevel } from "kafkajs";
+import { createKafka, type KafkaAuth } from "../lib/kafka-client.ts";
 import pg from "pg";
 import { migrate } from "../migrations/migrate.ts";
 import { createLogger } from "../lib/log.ts";
@@ -91,7 +92,7 @@ export function registerDemoCommand(program: Command): void {
       Object.assign(process.env, env);
       await migrate(env.MILLRACE_PG_ADMIN_URL!, { log: (m) => process.stderr.write(`${m}\n`) });
 
-      const kafka = new Kafka({ clientId: "millrace-demo", brokers: env.MILLRACE_KAFKA_BROKERS!.split(","), logLevel: logLevel.NOTHING });
+      const kafka = createKafka({ clientId: "millrace-demo", logLevel: logLevel.NOTHING });
       const admin = kafka.admin();
       await admin.connect();
       const db = new pg.Pool({ connectionString: env.MILLRACE_PG_ADMIN_URL!, max: 2 });
@@ -103,7 +104,17 @@ export function registerDemoCommand(program: Command): void {
       try {
         const lifecycle = { db, kafka: admin, s3, storageConfig: parquetStorageConfig(process.env), env: process.env, adminUrl: env.MILLRACE_PG_ADMIN_URL! };
         const databaseOf = new Map<string, string>();
-        for (const t of DEMO_TENANTS) databaseOf.set(t.tenantId, (await createTenantLifecycle(lifecycle, t)).database);
+        // Each tenant produces under its own Kafka identity (tenant-{id}: its own sensor topic only). A
+        // rerun cannot see the old passwords (never stored), so it rotates them.
+        const tenantAuth = new Map<string, KafkaAuth | null>();
+        for (const t of DEMO_TENANTS) {
+          const r = await createTenantLifecycle(lifecycle, { ...t, rotateKafkaPassword: true });
+          databaseOf.set(t.tenantId, r.database);
+          const c = r.kafkaCredentials;
+          tenantAuth.set(t.tenantId, c?.password ? { mechanism: c.mechanism, username: c.username, password: c.password } : null);
+        }
+        const tenantKafka = (tenantId: string) =>
+          tenantAuth.get(tenantId) ? createKafka({ clientId: `millrace-demo-${tenantId.slice(0, 8)}`, auth: tenantAuth.get(tenantId), logLevel: logLevel.NOTHING }) : kafka;
         const rowsBy = new Map((await listTenants(db)).map((r) => [r.tenant_id, r]));
         const topics = DEMO_TENANTS.map((t) => `sensor-data-${t.tenantId}`);
         const storeBy = new Map<string, pg.Pool>();
@@ -118,14 +129,24 @@ export function registerDemoCommand(program: Command): void {
         const runStart = Date.now();
         const count = Number.parseInt(opts.count, 10);
         process.stderr.write(`demo: producing ${count} synthetic readings for ${DEMO_TENANTS.length} tenants and one SKAB pump run…\n`);
-        const publisher = new SensorPublisher({ kafka, log });
-        await publisher.connect();
-        const stats = await publisher.publish(demoRecords(count, runStart));
-        await publisher.disconnect();
+        const all: ProduceRecord[] = [];
+        for await (const r of demoRecords(count, runStart)) all.push(r);
+        const produceStart = Date.now();
+        let produced = 0;
+        for (const t of DEMO_TENANTS) {
+          const publisher = new SensorPublisher({ kafka: tenantKafka(t.tenantId), log });
+          await publisher.connect();
+          try {
+            produced += (await publisher.publish(all.filter((r) => r.tenantId === t.tenantId))).records;
+          } finally {
+            await publisher.disconnect();
+          }
+        }
+        const stats = { records: produced, recordsPerSecond: produced / Math.max(0.001, (Date.now() - produceStart) / 1000) };
         const registry = createSchemaRegistry(env.MILLRACE_SCHEMA_REGISTRY_URL!);
         const id = await registerSensorSchema(registry, sensorSubject(topics[0]!));
         const enc = createWireEncoder(id, sensorReadingType());
-        const bad = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+        const bad = tenantKafka(DEMO_TENANTS[0]!.tenantId).producer({ idempotent: true, maxInFlightRequests: 1 });
         await bad.connect();
         await bad.send({
           topic: topics[0]!,

@@ -7,6 +7,8 @@ import { basename } from "node:path";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import cliProgress from "cli-progress";
 import { createLogger } from "../lib/log.ts";
+import { optionalEnv } from "../lib/env.ts";
+import { kafkaAuthFromEnv, parseSaslMechanism, type KafkaAuth } from "../lib/kafka-client.ts";
 import { CsvRowError, equipmentIdFromPath, parseMapping, readCsvReadings, SKAB_DELIMITER, SKAB_MAPPING, type CsvRecord } from "../produce/csv.ts";
 import { ID_PATTERN, parseTenantId, produceReadings, type BatchAck, type PublishStats } from "../produce/publisher.ts";
 import { syntheticReadings, syntheticReadingsPerTick, syntheticSpanMs, SYNTHETIC_DEFAULTS } from "../produce/synthetic.ts";
@@ -149,6 +151,29 @@ interface CommonOpts {
   rate?: number;
   count?: number;
   batchSize?: number;
+  kafkaUsername?: string;
+  kafkaPassword?: string;
+}
+
+/**
+ * The producer's Kafka identity: --kafka-username / --kafka-password (the password also from
+ * MILLRACE_PRODUCER_KAFKA_PASSWORD, better than a flag other users of the host can see in `ps`), else
+ * MILLRACE_PRODUCER_KAFKA_USERNAME/PASSWORD, else the default MILLRACE_KAFKA_USERNAME/PASSWORD.
+ */
+function producerAuth(opts: CommonOpts): KafkaAuth | undefined {
+  if (opts.kafkaUsername === undefined) {
+    if (opts.kafkaPassword !== undefined) throw new Error("--kafka-password needs --kafka-username");
+    return kafkaAuthFromEnv("producer");
+  }
+  const password = opts.kafkaPassword ?? optionalEnv("MILLRACE_PRODUCER_KAFKA_PASSWORD");
+  if (password === undefined) throw new Error(`--kafka-username ${opts.kafkaUsername}: give its password with --kafka-password or MILLRACE_PRODUCER_KAFKA_PASSWORD`);
+  return { mechanism: parseSaslMechanism(optionalEnv("MILLRACE_KAFKA_SASL_MECHANISM")), username: opts.kafkaUsername, password };
+}
+
+function addAuthOptions(c: Command): Command {
+  return c
+    .option("--kafka-username <name>", "the tenant's Kafka user (tenant-{id}; see `millrace tenants credentials`); default $MILLRACE_PRODUCER_KAFKA_USERNAME, else $MILLRACE_KAFKA_USERNAME")
+    .option("--kafka-password <password>", "its password (prefer $MILLRACE_PRODUCER_KAFKA_PASSWORD)");
 }
 
 async function run(source: Parameters<typeof produceReadings>[0], total: number | undefined, opts: CommonOpts): Promise<PublishStats> {
@@ -156,7 +181,7 @@ async function run(source: Parameters<typeof produceReadings>[0], total: number 
   const bar = progress(total);
   const { signal, dispose } = interruptible();
   try {
-    return await produceReadings(source, { log, rate: opts.rate, count: opts.count, batchSize: opts.batchSize, signal, onAck: (a) => bar.onAck(a) });
+    return await produceReadings(source, { log, auth: producerAuth(opts) ?? null, rate: opts.rate, count: opts.count, batchSize: opts.batchSize, signal, onAck: (a) => bar.onAck(a) });
   } finally {
     bar.stop();
     dispose();
@@ -192,8 +217,8 @@ export function registerProduceCommands(program: Command): void {
     .command("produce")
     .description("publish sensor readings (Avro, Confluent wire format) to the tenants' topics sensor-data-{tenant_id}; topics must exist");
 
-  produce
-    .command("synthetic")
+  addAuthOptions(produce
+    .command("synthetic"))
     .description("generate realistic factory data (seeded, deterministic): drift, noise, a daily cycle, excursions, dropouts")
     .requiredOption("--tenants <uuid,...>", "tenant UUIDs (comma-separated)", tenantList)
     .option("--count <n>", "total readings over all tenants; 0 = until Ctrl-C (paced in real time unless --rate)", positiveInt("count", true), 1000)
@@ -230,8 +255,8 @@ export function registerProduceCommands(program: Command): void {
       printSummary(await run(source, unbounded ? undefined : opts.count, { ...opts, rate, count: undefined }));
     });
 
-  produce
-    .command("csv")
+  addAuthOptions(produce
+    .command("csv"))
     .description("replay CSV files, one equipment per file (default layout: SKAB, ;-separated, zone-less times as UTC)")
     .argument("<file...>", "CSV files with a header row")
     .requiredOption("--tenant <uuid>", "tenant UUID", tenant)

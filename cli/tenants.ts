@@ -5,7 +5,8 @@
  */
 import { createInterface } from "node:readline/promises";
 import { InvalidArgumentError, type Command } from "commander";
-import { Kafka, logLevel } from "kafkajs";
+import { logLevel } from "kafkajs";
+import { createKafka } from "../lib/kafka-client.ts";
 import pg from "pg";
 import { moveTenantDatabase, moveTenantStorage } from "../tenants/move.ts";
 import { loadStackEnv, optionalEnv, requireEnv } from "../lib/env.ts";
@@ -18,12 +19,31 @@ import {
   parseTenantId,
   setTenantStatus,
   showTenant,
+  tenantCredentials,
+  kafkaUsesSasl,
   updateTenant,
   type DeploymentType,
   type LifecycleContext,
   type TenantRow,
 } from "../tenants/lifecycle.ts";
 import type { Tier } from "../tenants/tiers.ts";
+import { tenantAclsInPlace, tenantKafkaUser, type TenantCredentials } from "../tenants/credentials.ts";
+import { brokersFromEnv } from "../lib/kafka-client.ts";
+
+function credentialsJson(c: TenantCredentials | undefined) {
+  if (!c) return undefined;
+  return { username: c.username, password: c.password ?? null, mechanism: c.mechanism, brokers: brokersFromEnv().join(","), sensorTopic: c.sensorTopic, alertsTopic: c.alertsTopic, groupPrefix: c.groupPrefix };
+}
+
+function credentialsLines(c: TenantCredentials): string[] {
+  return [
+    `kafka     user ${c.username} (${c.mechanism}): WRITE ${c.sensorTopic}, READ ${c.alertsTopic}, consumer groups ${c.groupPrefix}*`,
+    c.password !== undefined
+      ? `password  ${c.password}    (shown once; not stored by millrace — new one: tenants credentials <id> --rotate)`
+      : "password  (not shown: it exists already; tenants credentials <id> --rotate sets a new one)",
+    ...(c.password !== undefined ? [`produce   MILLRACE_PRODUCER_KAFKA_USERNAME=${c.username} MILLRACE_PRODUCER_KAFKA_PASSWORD=<password> millrace produce …`] : []),
+  ];
+}
 
 const TIER_NAMES = ["basic", "professional", "enterprise"];
 const DEPLOYMENTS = ["multi-tenant", "single-tenant", "hybrid"];
@@ -68,7 +88,7 @@ async function withContext<T>(fn: (ctx: LifecycleContext) => Promise<T>): Promis
   loadStackEnv();
   const url = optionalEnv("MILLRACE_PG_ADMIN_URL") ?? requireEnv("MILLRACE_PG_URL");
   const db = new pg.Pool({ connectionString: url, max: 2, application_name: "millrace-tenants", options: "-c TimeZone=UTC" });
-  const kafka = new Kafka({ clientId: "millrace-tenants", brokers: requireEnv("MILLRACE_KAFKA_BROKERS").split(","), logLevel: logLevel.NOTHING }).admin();
+  const kafka = createKafka({ clientId: "millrace-tenants", logLevel: logLevel.NOTHING }).admin();
   const s3 = new S3ClientCache(process.env, { maxAttempts: 3 });
   await kafka.connect();
   try {
@@ -106,12 +126,39 @@ export function registerTenantCommands(program: Command): void {
       await withContext(async (ctx) => {
         const r = await createTenantLifecycle(ctx, { name: o.name, tier: o.tier, deploymentType: o.deployment, bucket: o.bucket, kmsKeyId: o.kmsKeyId, database: o.database, tenantId: o.tenantId });
         if (o.json)
-          return out(JSON.stringify({ tenantId: r.tenantId, rowCreated: r.rowCreated, topics: r.topics, database: r.database, bucket: r.location.bucket, prefix: r.location.tenantPrefix, bucketCreated: r.bucketCreated }));
+          return out(
+            JSON.stringify({
+              tenantId: r.tenantId,
+              rowCreated: r.rowCreated,
+              topics: r.topics,
+              database: r.database,
+              bucket: r.location.bucket,
+              prefix: r.location.tenantPrefix,
+              bucketCreated: r.bucketCreated,
+              kafka: credentialsJson(r.kafkaCredentials) ?? null,
+            }),
+          );
         for (const n of r.notes) out(`note: ${n}`);
         out(`tenant    ${r.tenantId}${r.rowCreated ? " (created)" : " (existed; completed)"}`);
         out(`topics    ${Object.values(r.topics).join(", ")}`);
         out(`database  ${r.database}`);
         out(`storage   s3://${r.location.bucket}/${r.location.tenantPrefix}${r.bucketCreated ? " (bucket created)" : ""}`);
+        if (r.kafkaCredentials) for (const l of credentialsLines(r.kafkaCredentials)) out(l);
+      });
+    });
+
+  cmd
+    .command("credentials")
+    .description("the tenant's Kafka producer identity (creates it if missing); --rotate sets a new password (the old one stops working)")
+    .argument("<id>", "tenant id", tenantIdArg)
+    .option("--rotate", "set a new password and print it")
+    .option("--json", "print the result as JSON")
+    .action(async (id: string, o: { rotate?: boolean; json?: boolean }) => {
+      await withContext(async (ctx) => {
+        const c = await tenantCredentials(ctx, id, { rotate: o.rotate });
+        if (o.json) return out(JSON.stringify({ tenantId: id, created: c.created, rotated: c.rotated, kafka: credentialsJson(c) }));
+        if (c.created) out("note: the Kafka user did not exist; created it");
+        for (const l of credentialsLines(c)) out(l);
       });
     });
 
@@ -154,6 +201,10 @@ export function registerTenantCommands(program: Command): void {
         out(`created     ${r.created_at.toISOString()} (updated ${r.updated_at.toISOString()})`);
         for (const t of d.topics) out(`topic       ${t.name}: ${t.exists ? `${t.partitions} partitions` : "missing"}`);
         out(`parquet     ${d.storage}`);
+        if (kafkaUsesSasl(ctx)) {
+          const acls = await tenantAclsInPlace(ctx.kafka, id);
+          out(`kafka       user ${tenantKafkaUser(id)}: ${acls.present} of ${acls.expected} ACLs in place${acls.present < acls.expected && r.status !== "deleted" ? " (rerun `tenants create` or `tenants credentials` to complete)" : ""}`);
+        }
       });
     });
 
@@ -240,7 +291,7 @@ export function registerTenantCommands(program: Command): void {
         const r = await deleteTenant(ctx, id, { purge: o.purge });
         out(`tenant ${id}: ${r.statusChanged ? "marked deleted" : "already deleted"}`);
         if (r.purged) {
-          out(`purged: ${r.topicsDeleted.length} topics, ${r.rowsDeleted} rows, ${r.deadLettersDeleted} dead letters, ${r.objectsDeleted} objects, ${r.manifestRowsDeleted} manifest rows`);
+          out(`purged: ${r.topicsDeleted.length} topics, ${r.rowsDeleted} rows, ${r.deadLettersDeleted} dead letters, ${r.objectsDeleted} objects, ${r.manifestRowsDeleted} manifest rows, ${r.kafkaAclsDeleted} Kafka ACLs and the Kafka user`);
           out("kept: the tenants row (status deleted), threshold rules, equipment, alerts and alarms, offsets bookkeeping (docs/tenancy.md)");
         }
       });

@@ -20,11 +20,23 @@ function stackFileEnv(): Record<string, string> {
   return out;
 }
 
+const fromFile = new Set<string>();
+
 /** Fill process.env with the stack's settings where they are not already set. */
 export function loadStackEnv(): void {
   if (stackFileLoaded) return;
   stackFileLoaded = true;
-  for (const [k, v] of Object.entries(stackFileEnv())) if (process.env[k] === undefined) process.env[k] = v;
+  for (const [k, v] of Object.entries(stackFileEnv())) {
+    if (process.env[k] === undefined) {
+      process.env[k] = v;
+      fromFile.add(k);
+    }
+  }
+}
+
+/** Whether process.env's `name` was filled in from the stack's env file (not set by the caller). */
+export function cameFromStackFile(name: string): boolean {
+  return fromFile.has(name) && process.env[name] !== undefined;
 }
 
 export function requireEnv(name: string): string {

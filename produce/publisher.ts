@@ -14,7 +14,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { CompressionTypes, Kafka, logLevel, Partitioners, type Admin, type Message, type Producer, type logCreator } from "kafkajs";
-import { requireEnv } from "../lib/env.ts";
+import { createKafka, kafkaAuthFromEnv, type KafkaAuth } from "../lib/kafka-client.ts";
 import { silentLogger, type Logger } from "../lib/log.ts";
 import type { SensorReading } from "../schemas/index.ts";
 import { createWireEncoder, type WireEncoder } from "./encode.ts";
@@ -74,6 +74,8 @@ export interface PublisherOptions {
   /** Broker list; default MILLRACE_KAFKA_BROKERS (comma-separated). Ignored if `kafka` is given. */
   brokers?: string[];
   kafka?: Kafka;
+  /** SASL credentials (a tenant's producer identity); default from MILLRACE_PRODUCER_KAFKA_* / MILLRACE_KAFKA_*. Ignored if `kafka` is given. */
+  auth?: KafkaAuth | null;
   /** Registry client; default one for MILLRACE_SCHEMA_REGISTRY_URL. */
   registry?: SchemaRegistrar;
   clientId?: string;
@@ -97,9 +99,13 @@ export interface PublishOptions {
 export class TopicMissingError extends Error {
   override readonly name = "TopicMissingError";
   readonly topic: string;
-  constructor(topic: string) {
+  constructor(topic: string, kafkaUser?: string) {
     super(
-      `topic ${topic} does not exist. millrace produce does not create topics: tenant provisioning does — ` +
+      (kafkaUser !== undefined
+        ? `topic ${topic} does not exist or Kafka user ${kafkaUser} may not see it (a tenant's producer identity may write only its own sensor-data topic: ` +
+          "use that tenant's credentials, `millrace tenants credentials <id>`). "
+        : `topic ${topic} does not exist. `) +
+        `millrace produce does not create topics: tenant provisioning does — ` +
         `create the tenant with \`millrace tenants create\` (or run the demo, which provisions its tenants), ` +
         `or for a throwaway test create the topic yourself, e.g. kafka-topics.sh --bootstrap-server <brokers> --create --topic ${topic} --partitions 3`,
     );
@@ -181,6 +187,8 @@ function emptyStats(): PublishStats {
 
 export class SensorPublisher {
   private readonly kafka: Kafka;
+  /** The SASL user this publisher logs in as (for error messages). */
+  private readonly kafkaUser: string | undefined;
   private readonly registry: SchemaRegistrar;
   private readonly log: Logger;
   private readonly batchSize: number;
@@ -198,11 +206,14 @@ export class SensorPublisher {
     this.batchSize = opts.batchSize ?? DEFAULT_BATCH_SIZE;
     if (!(Number.isInteger(this.batchSize) && this.batchSize > 0)) throw new Error(`batch size must be a positive integer, got ${opts.batchSize}`);
     this.compression = opts.compression ?? CompressionTypes.None;
+    this.kafkaUser = opts.kafka ? undefined : (opts.auth === undefined ? kafkaAuthFromEnv("producer") : (opts.auth ?? undefined))?.username;
     this.kafka =
       opts.kafka ??
-      new Kafka({
+      createKafka({
         clientId: opts.clientId ?? "millrace-produce",
-        brokers: opts.brokers ?? requireEnv("MILLRACE_KAFKA_BROKERS").split(",").map((b) => b.trim()).filter((b) => b !== ""),
+        brokers: opts.brokers,
+        auth: opts.auth,
+        identity: "producer",
         logLevel: logLevel.WARN,
         logCreator: kafkaLogCreator(this.log),
       });
@@ -259,7 +270,7 @@ export class SensorPublisher {
   private async requireTopic(topic: string): Promise<void> {
     if (this.knownTopics?.has(topic)) return;
     this.knownTopics = new Set(await this.admin.listTopics());
-    if (!this.knownTopics.has(topic)) throw new TopicMissingError(topic);
+    if (!this.knownTopics.has(topic)) throw new TopicMissingError(topic, this.kafkaUser);
   }
 
   /** Publish every record of `source` (or `count` of them); resolves when all sent ones are acknowledged. */

@@ -8,10 +8,11 @@
  * including after SIGKILL, keep topics and committed offsets; Kafka recovers unflushed segments itself.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Kafka, logLevel } from "kafkajs";
+import kafkajs, { logLevel, type AclEntry, type AclOperationTypes, type AclResourceTypes, type ResourcePatternTypes } from "kafkajs";
+import { createKafka, type KafkaAuth } from "../lib/kafka-client.ts";
 import {
   aptInstall,
   commandExists,
@@ -25,6 +26,9 @@ import {
   waitFor,
 } from "./process.ts";
 import type { ServiceStatus, StackContext, StackService } from "./types.ts";
+
+// The ACL enums are not named exports of kafkajs' CommonJS module under ESM.
+const { AclOperationTypes: OP, AclPermissionTypes, AclResourceTypes: RT, ResourcePatternTypes: PT } = kafkajs;
 
 export const KAFKA_VERSION = "4.4.0";
 
@@ -54,6 +58,7 @@ interface KafkaPaths {
   clusterIdFile: string;
   pidFile: string;
   logFile: string;
+  credentialsFile: string;
   home: string;
   libs: string;
   marker: string;
@@ -69,6 +74,7 @@ function paths(ctx: StackContext): KafkaPaths {
     clusterIdFile: join(dir, "cluster-id"),
     pidFile: join(dir, "kafka.pid"),
     logFile: join(dir, "kafka.log"),
+    credentialsFile: join(dir, "credentials.json"),
     home,
     libs: join(home, "libs"),
     marker: join(home, ".installed"),
@@ -80,8 +86,11 @@ function brokers(ctx: StackContext): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Configuration. Listeners are a list so that a SASL_SCRAM listener (plus its JAAS/ACL settings)
-// can be added later by extending kafkaListeners() and the extra properties.
+// Configuration. Clients and the broker itself (inter-broker) use the SASL_SCRAM listener
+// (SASL_PLAINTEXT, SCRAM-SHA-256); the KRaft controller listener is PLAINTEXT on loopback (SCRAM
+// cannot authenticate controller connections: its credentials live in the metadata the controller
+// serves), and its principal, User:ANONYMOUS, is a super user — so whoever reaches the loopback
+// controller port is trusted. ACLs: StandardAuthorizer, deny when no ACL matches.
 
 export type KafkaSecurityProtocol = "PLAINTEXT" | "SASL_PLAINTEXT" | "SSL" | "SASL_SSL";
 
@@ -99,15 +108,109 @@ export interface KafkaListener {
 
 export const KAFKA_NODE_ID = 1;
 const CONTROLLER_LISTENER = "CONTROLLER";
-const INTER_BROKER_LISTENER = "PLAINTEXT";
+const INTER_BROKER_LISTENER = "SASL_SCRAM";
+/** The SCRAM mechanism of the local stack (kafkajs: `scram-sha-256`). */
+export const KAFKA_SCRAM_MECHANISM = "SCRAM-SHA-256";
+/** Super users: the admin identity, the broker's own inter-broker identity. */
+export const KAFKA_ADMIN_USER = "millrace-admin";
+export const KAFKA_BROKER_USER = "millrace-broker";
+/** The ingest worker's identity; its ACLs are in {@link workerAcls}. */
+export const KAFKA_WORKER_USER = "millrace-worker";
 
 export function kafkaListeners(ctx: StackContext): KafkaListener[] {
   return [
-    { name: INTER_BROKER_LISTENER, protocol: "PLAINTEXT", host: ctx.host, port: ctx.ports.kafka, advertised: true },
+    { name: INTER_BROKER_LISTENER, protocol: "SASL_PLAINTEXT", host: ctx.host, port: ctx.ports.kafka, advertised: true },
     { name: CONTROLLER_LISTENER, protocol: "PLAINTEXT", host: ctx.host, port: ctx.ports.kafkaController, advertised: false },
     ...(ctx.kafkaProxiedListener
-      ? [{ name: "PROXIED", protocol: "PLAINTEXT" as const, host: ctx.host, port: ctx.kafkaProxiedListener.port, advertised: true, advertisedPort: ctx.kafkaProxiedListener.advertisedPort }]
+      ? [{ name: "PROXIED", protocol: "SASL_PLAINTEXT" as const, host: ctx.host, port: ctx.kafkaProxiedListener.port, advertised: true, advertisedPort: ctx.kafkaProxiedListener.advertisedPort }]
       : []),
+  ];
+}
+
+/** The local stack's Kafka passwords, generated once per data directory (kept in `<stateDir>/kafka/credentials.json`, mode 0600, never in git). */
+export interface KafkaStackCredentials {
+  admin: KafkaAuth;
+  broker: KafkaAuth;
+  worker: KafkaAuth;
+}
+
+function scramIdentity(username: string): KafkaAuth {
+  return { mechanism: "scram-sha-256", username, password: randomBytes(18).toString("hex") };
+}
+
+function readCredentials(p: KafkaPaths): KafkaStackCredentials | undefined {
+  if (!existsSync(p.credentialsFile)) return undefined;
+  return JSON.parse(readFileSync(p.credentialsFile, "utf8")) as KafkaStackCredentials;
+}
+
+function ensureCredentials(p: KafkaPaths): KafkaStackCredentials {
+  const existing = readCredentials(p);
+  if (existing) return existing;
+  const created = { admin: scramIdentity(KAFKA_ADMIN_USER), broker: scramIdentity(KAFKA_BROKER_USER), worker: scramIdentity(KAFKA_WORKER_USER) };
+  writeFileSync(p.credentialsFile, `${JSON.stringify(created, null, 2)}\n`, { mode: 0o600 });
+  return created;
+}
+
+/** The stack's credentials (admin, broker, worker); throws if the broker has never been started here. */
+export function kafkaStackCredentials(ctx: StackContext): KafkaStackCredentials {
+  const p = paths(ctx);
+  const c = readCredentials(p);
+  if (!c) throw new Error(`kafka: no credentials in ${p.credentialsFile} (start the broker first: ./millrace stack up)`);
+  return c;
+}
+
+function jaasLine(auth?: KafkaAuth): string {
+  const creds = auth ? ` username="${auth.username}" password="${auth.password}"` : "";
+  return `org.apache.kafka.common.security.scram.ScramLoginModule required${creds};`;
+}
+
+/** SASL and authorizer properties for the listeners (the broker logs in to itself as {@link KAFKA_BROKER_USER}). */
+export function kafkaSecurityProperties(listeners: KafkaListener[], creds: KafkaStackCredentials): Record<string, string> {
+  const props: Record<string, string> = {
+    "sasl.enabled.mechanisms": KAFKA_SCRAM_MECHANISM,
+    "sasl.mechanism.inter.broker.protocol": KAFKA_SCRAM_MECHANISM,
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found": "false",
+    // ANONYMOUS: the PLAINTEXT controller listener's principal (the broker's own controller channel).
+    "super.users": [KAFKA_ADMIN_USER, KAFKA_BROKER_USER, "ANONYMOUS"].map((u) => `User:${u}`).join(";"),
+  };
+  for (const l of listeners.filter((x) => x.protocol === "SASL_PLAINTEXT")) {
+    props[`listener.name.${l.name.toLowerCase()}.${KAFKA_SCRAM_MECHANISM.toLowerCase()}.sasl.jaas.config`] = jaasLine(l.name === INTER_BROKER_LISTENER ? creds.broker : undefined);
+  }
+  return props;
+}
+
+const acl = (principal: string, resourceType: AclResourceTypes, resourceName: string, patternType: ResourcePatternTypes, operation: AclOperationTypes): AclEntry => ({
+  principal: `User:${principal}`,
+  host: "*",
+  resourceType,
+  resourceName,
+  resourcePatternType: patternType,
+  operation,
+  permissionType: AclPermissionTypes.ALLOW,
+});
+
+/**
+ * The ingest worker's ACLs: read every tenant sensor topic, write alerts and dead letters (creating
+ * alerts and dead-letter topics on demand, as their publishers do), use any consumer group (the group is a deployment's choice,
+ * `--consumer-group`; in production grant just yours), idempotent producing.
+ */
+export function workerAcls(user = KAFKA_WORKER_USER): AclEntry[] {
+  const T = RT.TOPIC;
+  const P = PT.PREFIXED;
+  const O = OP;
+  return [
+    acl(user, T, "sensor-data-", P, O.READ),
+    acl(user, T, "sensor-data-", P, O.DESCRIBE),
+    acl(user, T, "alerts-", P, O.WRITE),
+    acl(user, T, "alerts-", P, O.DESCRIBE),
+    acl(user, T, "alerts-", P, O.CREATE),
+    acl(user, T, "dead-letters-", P, O.WRITE),
+    acl(user, T, "dead-letters-", P, O.DESCRIBE),
+    acl(user, T, "dead-letters-", P, O.CREATE),
+    acl(user, RT.GROUP, "*", PT.LITERAL, O.READ),
+    acl(user, RT.GROUP, "*", PT.LITERAL, O.DESCRIBE),
+    acl(user, RT.CLUSTER, "kafka-cluster", PT.LITERAL, O.IDEMPOTENT_WRITE),
   ];
 }
 
@@ -225,9 +328,10 @@ function logTail(file: string, lines = 20): string {
  * the ELR meanwhile), and clients would get NOT_LEADER_OR_FOLLOWER.
  */
 async function adminAnswers(ctx: StackContext): Promise<boolean> {
-  const kafka = new Kafka({
+  const kafka = createKafka({
     clientId: "millrace-stack",
     brokers: [brokers(ctx)],
+    auth: kafkaStackCredentials(ctx).admin,
     connectionTimeout: 2000,
     requestTimeout: 5000,
     retry: { retries: 0 },
@@ -244,6 +348,18 @@ async function adminAnswers(ctx: StackContext): Promise<boolean> {
     const leaderless = metadata.flatMap((t) => t.partitions.filter((p) => p.leader !== KAFKA_NODE_ID).map((p) => `${t.name}-${p.partitionId}`));
     if (leaderless.length > 0) throw new Error(`partitions without a leader yet: ${leaderless.slice(0, 5).join(", ")}${leaderless.length > 5 ? ", ..." : ""}`);
     return true;
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
+/** Grant the worker identity its ACLs (createAcls is idempotent: an existing binding is kept as it is). */
+async function ensureWorkerAcls(ctx: StackContext): Promise<void> {
+  const c = kafkaStackCredentials(ctx);
+  const admin = createKafka({ clientId: "millrace-stack", brokers: [brokers(ctx)], auth: c.admin, logLevel: logLevel.NOTHING, retry: { retries: 5 } }).admin();
+  await admin.connect();
+  try {
+    await admin.createAcls({ acl: workerAcls(c.worker.username) });
   } finally {
     await admin.disconnect().catch(() => undefined);
   }
@@ -319,6 +435,12 @@ export const kafkaService: StackService = {
   async start(ctx) {
     const p = paths(ctx);
     const running = kafkaPid(p);
+    if (running !== undefined && !existsSync(p.credentialsFile)) {
+      throw new Error(
+        `kafka: the broker running here (pid ${running}) was started by a millrace before SASL/SCRAM credentials and has no users: ` +
+          `start the local stack afresh: ./millrace stack down, then rm -rf ${ctx.stateDir}, then ./millrace stack up`,
+      );
+    }
     if (running !== undefined) {
       if (await portOpen(ctx.host, ctx.ports.kafka)) return;
       ctx.log(`kafka: pid ${running} is alive but ${brokers(ctx)} does not answer yet; leaving it to start`);
@@ -335,14 +457,28 @@ export const kafkaService: StackService = {
     if (!isInstalled(p)) await kafkaService.install(ctx);
 
     ensureDir(p.dataDir);
-    writeFileSync(p.configFile, renderProperties(kafkaServerProperties(ctx)));
+    const formatted = existsSync(join(p.dataDir, "meta.properties"));
+    if (formatted && !existsSync(p.credentialsFile)) {
+      // Formatted before the stack had SASL/SCRAM: its metadata has no users, so nobody could log in.
+      throw new Error(
+        `kafka: ${p.dataDir} was formatted without SASL/SCRAM users (by a millrace before tenant-scoped Kafka credentials); ` +
+          `nobody could log in to it. Start afresh: ./millrace stack down, then rm -rf ${ctx.stateDir}, then ./millrace stack up ` +
+          `(or ./millrace demo). Removing only ${p.dir} keeps PostgreSQL's stored offsets of the old topics, which recreated topics ` +
+          "of the same names (the demo's tenants) would not match",
+      );
+    }
+    const creds = ensureCredentials(p);
+    const listeners = kafkaListeners(ctx);
+    writeFileSync(p.configFile, renderProperties(kafkaServerProperties(ctx, listeners, kafkaSecurityProperties(listeners, creds))), { mode: 0o600 });
+    chmodSync(p.configFile, 0o600); // it holds the broker's password; an older file may have been 0644
 
-    if (!existsSync(join(p.dataDir, "meta.properties"))) {
+    if (!formatted) {
       const id = clusterId(p);
-      ctx.log(`kafka: formatting ${p.dataDir} (cluster id ${id})`);
+      ctx.log(`kafka: formatting ${p.dataDir} (cluster id ${id}; SCRAM users ${Object.values(creds).map((c) => c.username).join(", ")})`);
+      const scram = Object.values(creds).flatMap((c) => ["--add-scram", `${KAFKA_SCRAM_MECHANISM}=[name=${c.username},password=${c.password}]`]);
       runLogged(
         "java",
-        javaArgs(p, "kafka.tools.StorageTool", ["format", "--config", p.configFile, "--cluster-id", id, "--ignore-formatted"]),
+        javaArgs(p, "kafka.tools.StorageTool", ["format", "--config", p.configFile, "--cluster-id", id, "--ignore-formatted", ...scram]),
         p.logFile,
         { cwd: p.dir },
       );
@@ -377,6 +513,7 @@ export const kafkaService: StackService = {
     if (exited) {
       throw new Error(`Kafka on ${brokers(ctx)} is not running (no live process in ${p.pidFile}); see ${p.logFile}:\n${logTail(p.logFile)}`);
     }
+    await ensureWorkerAcls(ctx);
   },
 
   async stop(ctx, opts = {}) {
@@ -406,7 +543,17 @@ export const kafkaService: StackService = {
     };
   },
 
-  env(ctx) {
-    return { MILLRACE_KAFKA_BROKERS: brokers(ctx) };
+  env(ctx): Record<string, string> {
+    const c = readCredentials(paths(ctx));
+    if (!c) return { MILLRACE_KAFKA_BROKERS: brokers(ctx) };
+    return {
+      MILLRACE_KAFKA_BROKERS: brokers(ctx),
+      MILLRACE_KAFKA_SASL_MECHANISM: c.admin.mechanism,
+      MILLRACE_KAFKA_USERNAME: c.admin.username,
+      MILLRACE_KAFKA_PASSWORD: c.admin.password,
+      MILLRACE_WORKER_KAFKA_USERNAME: c.worker.username,
+      MILLRACE_WORKER_KAFKA_PASSWORD: c.worker.password,
+      MILLRACE_KAFKA_TOOLS_CLASSPATH: `${paths(ctx).libs}/*`,
+    };
   },
 };

@@ -22,6 +22,8 @@ import {
 import { TENANT_ID } from "../sinks/s3-parquet/keys.ts";
 import { createTenant, tenantTopics } from "./provision.ts";
 import { describeDatabaseRef, newDedicatedDatabaseName, parseDatabaseRef, withTenantStore } from "./database.ts";
+import { configCommandScramAdmin, ensureTenantCredentials, removeTenantCredentials, type ScramAdmin, type TenantCredentials } from "./credentials.ts";
+import { kafkaAuthFromEnv } from "../lib/kafka-client.ts";
 import { deleteObjects, deleteTenantRows } from "./retention.ts";
 import { TIERS, type Tier } from "./tiers.ts";
 
@@ -42,6 +44,32 @@ export interface LifecycleContext {
    * its server and migrated through it. Needed for tenants with a dedicated database.
    */
   adminUrl?: string;
+  /**
+   * SCRAM credentials of tenant users (default: Kafka's ConfigCommand, tenants/credentials.ts).
+   * Tenant Kafka identities are provisioned only when the admin connection itself uses SASL
+   * (MILLRACE_KAFKA_USERNAME set): a broker without SASL has no users to create.
+   */
+  scram?: ScramAdmin;
+}
+
+/** Whether this deployment's Kafka uses SASL (then every tenant gets its own producer identity). */
+export function kafkaUsesSasl(ctx: LifecycleContext): boolean {
+  return kafkaAuthFromEnv("default", ctx.env as NodeJS.ProcessEnv) !== undefined;
+}
+
+function credentialsContext(ctx: LifecycleContext) {
+  const auth = kafkaAuthFromEnv("default", ctx.env as NodeJS.ProcessEnv);
+  return { kafka: ctx.kafka, scram: ctx.scram ?? configCommandScramAdmin({ env: ctx.env as NodeJS.ProcessEnv, auth }), mechanism: auth?.mechanism };
+}
+
+/** Create (or complete) the tenant's producer identity; `rotate` sets a new password. */
+export async function tenantCredentials(ctx: LifecycleContext, tenantId: string, o: { rotate?: boolean } = {}): Promise<TenantCredentials> {
+  const id = parseTenantId(tenantId);
+  const row = await getTenant(ctx.db, id);
+  if (!row) throw new Error(`tenant ${id} does not exist`);
+  if (row.status === "deleted") throw new Error(`tenant ${id} is deleted; it gets no Kafka credentials`);
+  if (!kafkaUsesSasl(ctx)) throw new Error("Kafka is used without SASL (MILLRACE_KAFKA_USERNAME is not set): there are no tenant credentials to make");
+  return await ensureTenantCredentials(credentialsContext(ctx), id, o);
 }
 
 export interface TenantRow {
@@ -80,6 +108,8 @@ export interface CreateRequest {
   kmsKeyId?: string;
   /** Where its rows live; default: dedicated for single-tenant, shared otherwise (docs/tenancy.md). */
   database?: "shared" | "dedicated";
+  /** If the tenant's Kafka user exists already (a rerun), set a new password and return it (the demo does). */
+  rotateKafkaPassword?: boolean;
 }
 
 export interface CreateResult {
@@ -91,6 +121,8 @@ export interface CreateResult {
   bucketCreated: boolean;
   /** "shared", or the dedicated database (tenants/database.ts). */
   database: string;
+  /** The tenant's Kafka producer identity (undefined: Kafka without SASL); `password` only when created now. */
+  kafkaCredentials?: TenantCredentials;
   notes: string[];
 }
 
@@ -199,7 +231,12 @@ export async function createTenantLifecycle(ctx: LifecycleContext, r: CreateRequ
   const location = resolveParquetLocation(st!, ctx.storageConfig, ctx.env);
   let bucketCreated = false;
   if (location.mode === "dedicated") bucketCreated = await ensureBucket(ctx, location);
-  return { tenantId, rowCreated, topics, location, bucketCreated, database: databaseOf(row), notes };
+  let kafkaCredentials: TenantCredentials | undefined;
+  if (kafkaUsesSasl(ctx)) {
+    kafkaCredentials = await ensureTenantCredentials(credentialsContext(ctx), tenantId, { rotate: r.rotateKafkaPassword });
+    if (!kafkaCredentials.created && !kafkaCredentials.rotated) notes.push(`Kafka user ${kafkaCredentials.username} existed already; its password is not shown again (new one: tenants credentials ${tenantId} --rotate)`);
+  }
+  return { tenantId, rowCreated, topics, location, bucketCreated, database: databaseOf(row), kafkaCredentials, notes };
 }
 
 function databaseOf(row: TenantRow): string {
@@ -313,6 +350,8 @@ export interface DeleteResult {
   deadLettersDeleted: number;
   objectsDeleted: number;
   manifestRowsDeleted: number;
+  /** ACL bindings of the tenant's Kafka user removed (its SCRAM credential is removed too). */
+  kafkaAclsDeleted: number;
 }
 
 async function listAllKeys(ctx: LifecycleContext, loc: ParquetLocation): Promise<string[]> {
@@ -353,6 +392,7 @@ export async function deleteTenant(ctx: LifecycleContext, tenantId: string, opts
     deadLettersDeleted: 0,
     objectsDeleted: 0,
     manifestRowsDeleted: 0,
+    kafkaAclsDeleted: 0,
   };
   if (!opts.purge) return result;
 
@@ -384,6 +424,10 @@ export async function deleteTenant(ctx: LifecycleContext, tenantId: string, opts
     const mf = await store.query("DELETE FROM millrace.parquet_files WHERE tenant_id = $1", [id]);
     return mf.rowCount ?? 0;
   });
+  if (kafkaUsesSasl(ctx)) {
+    result.kafkaAclsDeleted = (await removeTenantCredentials(credentialsContext(ctx), id)).aclsDeleted;
+    ctx.progress?.(`removed Kafka user tenant-${id} and its ${result.kafkaAclsDeleted} ACLs`);
+  }
   result.purged = true;
   return result;
 }

@@ -21,6 +21,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { Kafka, logLevel, type Consumer, type EachBatchPayload, type KafkaMessage, type Producer, type Admin } from "kafkajs";
+import { createKafka, type KafkaAuth } from "../../lib/kafka-client.ts";
 import type pg from "pg";
 import avro from "avsc";
 import { FencedError, isRetriablePgError, MillraceError } from "../../lib/errors.ts";
@@ -53,6 +54,8 @@ import type { S3Client } from "@aws-sdk/client-s3";
 
 export interface WorkerSettings {
   brokers: string[];
+  /** SASL credentials; default the worker identity from the environment (MILLRACE_WORKER_KAFKA_*, else MILLRACE_KAFKA_*); null = none. */
+  kafkaAuth?: KafkaAuth | null;
   registryUrl: string;
   pgUrl: string;
   pgRole?: string;
@@ -164,9 +167,11 @@ export class IngestWorker {
     const dlqPlan = find(plan.sinks, "kafka_dead_letter");
     this.sourcePattern = new TopicPattern(plan.source.topicPattern);
 
-    this.kafka = new Kafka({
+    this.kafka = createKafka({
       clientId: this.instanceId,
       brokers: settings.brokers,
+      auth: settings.kafkaAuth,
+      identity: "worker",
       logLevel: logLevel.WARN,
       logCreator: () => (entry) => {
         const { message, ...rest } = entry.log;

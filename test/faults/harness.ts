@@ -18,7 +18,8 @@ import { Kafka, logLevel, type Admin, type Producer } from "kafkajs";
 import { requireEnv } from "../../lib/env.ts";
 import type { SensorReading } from "../../schemas/index.ts";
 import { repoRoot, stackContext } from "../../stack/context.ts";
-import { kafkaService } from "../../stack/kafka.ts";
+import { kafkaService, kafkaStackCredentials } from "../../stack/kafka.ts";
+import { createKafka } from "../../lib/kafka-client.ts";
 import type { StackContext } from "../../stack/types.ts";
 import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
@@ -238,7 +239,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
     await kafkaService.waitReady(brokerCtx, 120_000);
     brokers = `127.0.0.1:${brokerCtx.ports.kafka}`;
   }
-  const kafka = new Kafka({ clientId: `faults-${runId}`, brokers: brokers.split(","), logLevel: logLevel.NOTHING, retry: { retries: 8 } });
+  const kafka = createKafka({ clientId: `faults-${runId}`, brokers: brokers.split(","), auth: brokerCtx ? kafkaStackCredentials(brokerCtx).admin : undefined, logLevel: logLevel.NOTHING, retry: { retries: 8 } });
   const db: TestDatabase = await createTestDatabase();
   let pgProxy: FaultProxy | undefined;
   const admin: Admin = kafka.admin();
@@ -266,7 +267,8 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
       [/session_timeout: 30s/, "session_timeout: 10s"],
       [/heartbeat_interval: 3s/, "heartbeat_interval: 1s"],
     ]);
-    const env = { MILLRACE_KAFKA_BROKERS: brokers };
+    // An isolated broker has its own SCRAM passwords: its settings replace the shared stack's.
+    const env = { ...(brokerCtx ? kafkaService.env(brokerCtx) : {}), MILLRACE_KAFKA_BROKERS: brokers };
     let workerPgUrl = db.adminUrl;
     if (p.pgCuts > 0 || p.pgOutages > 0) {
       const u = new URL(db.adminUrl);

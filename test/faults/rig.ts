@@ -13,7 +13,8 @@ import { ListMultipartUploadsCommand, S3Client } from "@aws-sdk/client-s3";
 import { Kafka, logLevel, type Admin, type Producer } from "kafkajs";
 import { requireEnv } from "../../lib/env.ts";
 import { repoRoot, stackContext } from "../../stack/context.ts";
-import { kafkaService } from "../../stack/kafka.ts";
+import { kafkaService, kafkaStackCredentials } from "../../stack/kafka.ts";
+import { createKafka } from "../../lib/kafka-client.ts";
 import { postgresService } from "../../stack/postgres.ts";
 import type { StackContext } from "../../stack/types.ts";
 import { createTenant } from "../../tenants/provision.ts";
@@ -105,7 +106,7 @@ export class Rig {
       await kafkaService.waitReady(this.brokerCtx, 120_000);
       this.brokers = `127.0.0.1:${RIG_BROKER.kafka}`;
     }
-    this.kafka = new Kafka({ clientId: `faults-${this.runId}`, brokers: this.brokers.split(","), logLevel: logLevel.NOTHING, retry: { retries: 8 } });
+    this.kafka = createKafka({ clientId: `faults-${this.runId}`, brokers: this.brokers.split(","), auth: this.brokerCtx ? kafkaStackCredentials(this.brokerCtx).admin : undefined, logLevel: logLevel.NOTHING, retry: { retries: 8 } });
     let adminBaseUrl: string | undefined;
     if (this.o.isolatedPostgres) {
       const b = stackContext();
@@ -175,7 +176,8 @@ export class Rig {
   }
 
   startWorker(opts: { pg?: FaultProxy; s3?: FaultProxy; kafka?: FaultProxy; topology?: string } = {}): WorkerProcess {
-    const env: NodeJS.ProcessEnv = { MILLRACE_KAFKA_BROKERS: opts.kafka ? `127.0.0.1:${opts.kafka.port}` : this.brokers };
+    // An isolated broker has its own SCRAM passwords: its settings replace the shared stack's.
+    const env: NodeJS.ProcessEnv = { ...(this.brokerCtx ? kafkaService.env(this.brokerCtx) : {}), MILLRACE_KAFKA_BROKERS: opts.kafka ? `127.0.0.1:${opts.kafka.port}` : this.brokers };
     if (opts.s3) env.MILLRACE_S3_ENDPOINT = `http://127.0.0.1:${opts.s3.port}`;
     const w = startWorkerProcess({
       name: `w${++this.workerNo}`,

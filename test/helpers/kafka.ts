@@ -3,10 +3,11 @@ import { SchemaRegistry, SchemaType } from "@kafkajs/confluent-schema-registry";
 import avro from "avsc";
 import { Kafka, logLevel, type Admin, type IHeaders, type KafkaMessage } from "kafkajs";
 import { requireEnv } from "../../lib/env.ts";
+import { createKafka } from "../../lib/kafka-client.ts";
 import { parseAvroSchema, SENSOR_READING_SCHEMA_TEXT, type SensorReading } from "../../schemas/index.ts";
 
 export function testKafka(clientId = "millrace-test"): Kafka {
-  return new Kafka({ clientId, brokers: requireEnv("MILLRACE_KAFKA_BROKERS").split(","), logLevel: logLevel.NOTHING });
+  return createKafka({ clientId, logLevel: logLevel.NOTHING });
 }
 
 export const sensorType = parseAvroSchema(SENSOR_READING_SCHEMA_TEXT);

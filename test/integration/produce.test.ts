@@ -7,7 +7,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Kafka, logLevel, type Admin, type Consumer } from "kafkajs";
+import { logLevel, type Admin, type Consumer } from "kafkajs";
+import { createKafka } from "../../lib/kafka-client.ts";
 import { SchemaRegistry } from "@kafkajs/confluent-schema-registry";
 import { requireEnv } from "../../lib/env.ts";
 import type { SensorReading } from "../../schemas/index.ts";
@@ -38,7 +39,7 @@ function asFloat32(r: SensorReading): SensorReading {
 describe("produce → Kafka → consume and decode", () => {
   const brokers = requireEnv("MILLRACE_KAFKA_BROKERS").split(",");
   const registryUrl = requireEnv("MILLRACE_SCHEMA_REGISTRY_URL");
-  const kafka = new Kafka({ clientId: "produce-test", brokers, logLevel: logLevel.NOTHING, retry: { retries: 8 } });
+  const kafka = createKafka({ clientId: "produce-test", brokers, logLevel: logLevel.NOTHING, retry: { retries: 8 } });
   const registry = new SchemaRegistry({ host: registryUrl, clientId: "produce-test", retry: { retries: 2 } });
   const tenantId = randomUUID();
   const topic = sensorTopic(tenantId);

@@ -12,6 +12,7 @@ import { Kafka, logLevel, type Consumer } from "kafkajs";
 import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 import { stackContext } from "../../stack/context.ts";
 import { kafkaService } from "../../stack/kafka.ts";
+import { createKafka } from "../../lib/kafka-client.ts";
 import { isAlive } from "../../stack/process.ts";
 import type { StackContext } from "../../stack/types.ts";
 
@@ -24,9 +25,9 @@ function isolatedContext(stateDir: string): StackContext {
 }
 
 function client(ctx: StackContext): Kafka {
-  return new Kafka({
+  return createKafka({
     clientId: "stack-kafka-test",
-    brokers: [kafkaService.env(ctx).MILLRACE_KAFKA_BROKERS!],
+    env: kafkaService.env(ctx),
     logLevel: logLevel.NOTHING,
     retry: { retries: 8 },
   });
@@ -75,7 +76,7 @@ describe("stack: kafka service", () => {
         await kafkaService.install(ctx);
         await kafkaService.start(ctx);
         await kafkaService.waitReady(ctx, READY_MS);
-        expect(kafkaService.env(ctx)).toEqual({ MILLRACE_KAFKA_BROKERS: "127.0.0.1:29092" });
+        expect(kafkaService.env(ctx)).toMatchObject({ MILLRACE_KAFKA_BROKERS: "127.0.0.1:29092", MILLRACE_KAFKA_SASL_MECHANISM: "scram-sha-256", MILLRACE_KAFKA_USERNAME: "millrace-admin", MILLRACE_WORKER_KAFKA_USERNAME: "millrace-worker" });
         const before = await kafkaService.status(ctx);
         expect(before.running).toBe(true);
 

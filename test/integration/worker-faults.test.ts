@@ -19,7 +19,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { IngestWorker } from "../../pipelines/runtime/worker.ts";
 import type { SensorReading } from "../../schemas/index.ts";
 import { stackContext } from "../../stack/context.ts";
-import { kafkaService } from "../../stack/kafka.ts";
+import { kafkaService, kafkaStackCredentials } from "../../stack/kafka.ts";
+import { createKafka } from "../../lib/kafka-client.ts";
 import type { StackContext } from "../../stack/types.ts";
 import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
@@ -221,7 +222,7 @@ describe("worker under faults (classes 3, 5, 17)", () => {
       await kafkaService.install(ctx);
       await kafkaService.start(ctx);
       await kafkaService.waitReady(ctx, 120_000);
-      isoKafka = new Kafka({ clientId: "fault-test", brokers: [`127.0.0.1:${ctx.ports.kafka}`], logLevel: logLevel.NOTHING, retry: { retries: 10 } });
+      isoKafka = createKafka({ clientId: "fault-test", brokers: [`127.0.0.1:${ctx.ports.kafka}`], auth: kafkaStackCredentials(ctx).admin, logLevel: logLevel.NOTHING, retry: { retries: 10 } });
     });
     afterAll(async () => {
       if (ctx) await kafkaService.stop(ctx, { force: true });
@@ -235,7 +236,7 @@ describe("worker under faults (classes 3, 5, 17)", () => {
       await createTenant(db.admin, isoAdmin, { tenantId: tenant, name: "bounce", partitions: 2 });
       await isoAdmin.disconnect();
       const topic = `sensor-data-${tenant}`;
-      const worker = testWorker(testPlan(), db.adminUrl, [topic], { brokers: [`127.0.0.1:${ctx.ports.kafka}`] });
+      const worker = testWorker(testPlan(), db.adminUrl, [topic], { brokers: [`127.0.0.1:${ctx.ports.kafka}`], kafkaAuth: kafkaStackCredentials(ctx).worker });
       workers.push(worker);
       await worker.start();
       await produce(isoKafka, topic, Array.from({ length: 300 }, (_, i) => ({ key: `eq-${i % 10}`, value: encodeReading(schemaId, reading(tenant, i, base)) })));
