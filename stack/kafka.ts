@@ -322,8 +322,8 @@ function logTail(file: string, lines = 20): string {
 }
 
 /**
- * One readiness probe: an admin client connects, describes the cluster, lists topics, and every
- * partition has a leader. The last matters after a crash: the broker answers metadata requests a
+ * One readiness probe: an admin client connects, describes the cluster, lists topics, the group
+ * coordinator answers, and every partition has a leader. The last matters after a crash: the broker answers metadata requests a
  * moment before the controller has re-elected it leader of its partitions (they sit leaderless in
  * the ELR meanwhile), and clients would get NOT_LEADER_OR_FOLLOWER.
  */
@@ -343,6 +343,10 @@ async function adminAnswers(ctx: StackContext): Promise<boolean> {
     const cluster = await admin.describeCluster();
     const topics = await admin.listTopics();
     if (!cluster.brokers.some((b) => b.nodeId === KAFKA_NODE_ID)) return false;
+    // The group coordinator answers: on a fresh broker the first FindCoordinator creates
+    // __consumer_offsets (COORDINATOR_NOT_AVAILABLE until its partitions have leaders), and the
+    // first consumer group to join would otherwise meet that instead of the broker being "ready".
+    await admin.describeGroups(["millrace-stack-ready"]);
     if (topics.length === 0) return true;
     const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
     const leaderless = metadata.flatMap((t) => t.partitions.filter((p) => p.leader !== KAFKA_NODE_ID).map((p) => `${t.name}-${p.partitionId}`));
