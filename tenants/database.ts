@@ -202,3 +202,37 @@ export async function withTenantStore<T>(control: pg.Pool, adminUrl: string | un
     await pool.end().catch(() => {});
   }
 }
+
+/**
+ * Apply the migrations to every dedicated database the shared database's tenants table names (a
+ * new release's migrations reach tenants' own databases too). Returns what was done per database;
+ * a reference whose URL variable is unset is reported, not fatal.
+ */
+export async function migrateDedicatedDatabases(sharedAdminUrl: string, log: (line: string) => void = () => {}): Promise<Array<{ database: string; applied: number; problem?: string }>> {
+  const control = new pg.Pool({ connectionString: sharedAdminUrl, max: 1, application_name: "millrace-migrate" });
+  try {
+    const res = await control.query<{ tenant_id: string; database_ref: unknown }>("SELECT tenant_id, database_ref FROM tenants WHERE database_mode = 'dedicated' ORDER BY tenant_id");
+    const seen = new Set<string>();
+    const out: Array<{ database: string; applied: number; problem?: string }> = [];
+    for (const r of res.rows) {
+      let ref: DatabaseRef;
+      let url: string;
+      try {
+        ref = parseDatabaseRef(r.database_ref);
+        url = databaseUrl(ref, sharedAdminUrl);
+      } catch (err) {
+        out.push({ database: `tenant ${r.tenant_id}`, applied: 0, problem: (err as Error).message });
+        log(`migrate: tenant ${r.tenant_id}: ${(err as Error).message}`);
+        continue;
+      }
+      if (seen.has(url)) continue;
+      seen.add(url);
+      const m = await migrate(url, { log });
+      out.push({ database: describeDatabaseRef(ref), applied: m.applied.length });
+      log(`migrate: ${describeDatabaseRef(ref)}: ${m.applied.length} applied, ${m.alreadyApplied} already applied`);
+    }
+    return out;
+  } finally {
+    await control.end();
+  }
+}

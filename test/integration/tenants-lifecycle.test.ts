@@ -232,6 +232,12 @@ describe("tenant lifecycle", () => {
         "INSERT INTO millrace.dead_letters (source_topic, source_partition, source_offset, tenant_id, reason, stage, message) VALUES ($1, 0, 7, $2, 'validation_failed', 'validate', 'x')",
         [tenantTopics(t).sensorData, t],
       );
+      // A new release's migrations reach it: `millrace migrate` migrates every dedicated database.
+      await own.query("DELETE FROM public.millrace_schema_migrations WHERE version = 9");
+      const m = await run(join(repoRoot, "millrace"), ["migrate", "--url", db.adminUrl], { cwd: repoRoot, timeout: 60_000 });
+      expect(m.stderr).toContain(`migrate: database ${name} (on the shared server): 1 applied`);
+      expect(m.stderr).toMatch(/migrate: 1 dedicated databases up to date/);
+      expect((await own.query("SELECT 1 FROM public.millrace_schema_migrations WHERE version = 9")).rowCount).toBe(1);
       const p = await deleteTenant(ctx, t, { purge: true });
       expect([p.rowsDeleted, p.deadLettersDeleted]).toEqual([2, 1]);
       expect((await own.query("SELECT count(*)::int AS n FROM sensor_data_raw")).rows[0].n).toBe(0);
