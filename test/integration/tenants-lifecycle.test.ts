@@ -36,7 +36,8 @@ describe("tenant lifecycle", () => {
   let schemaId = 0;
   const T1 = randomUUID();
   const T2 = randomUUID();
-  const mine = (t: string) => [T1, T2].some((x) => t.endsWith(x));
+  const T3 = randomUUID();
+  const mine = (t: string) => [T1, T2, T3].some((x) => t.endsWith(x));
   /** The worker's topic filter: tenants created later are added here. */
   const allowed = new Set<string>();
   let seq = 0;
@@ -160,6 +161,22 @@ describe("tenant lifecycle", () => {
     await waitUntil("the new tenant's reading to be stored", async () => (await outcome(T2, eq)) === "stored", 30_000);
     expect(Date.now() - started).toBeLessThan(30_000);
     expect(worker!.status().crashed).toBeUndefined();
+  });
+
+  it("live onboarding of a single-tenant tenant: its readings flow into its own database, no restart", async () => {
+    const started = Date.now();
+    const created = await createTenantLifecycle(ctx, { tenantId: T3, name: "three", deploymentType: "single-tenant", bucket: `millrace-lc-${T3.slice(0, 8)}`, kmsKeyId: "arn:aws:kms:us-east-1:111122223333:key/three" });
+    allowed.add(created.topics.sensorData);
+    const eq = "eq-onboard-3";
+    await produce(kafka, created.topics.sensorData, [{ key: eq, value: encodeReading(schemaId, reading(T3, eq)) }]);
+    const own = new pg.Pool({ connectionString: databaseUrl((await tenantDatabaseRef(db.admin, T3))!, db.adminUrl), max: 1 });
+    try {
+      await waitUntil("the new tenant's reading in its own database", async () => (await own.query("SELECT 1 FROM sensor_data_raw WHERE tenant_id = $1 AND time = $2", [T3, new Date(timeOf(eq))])).rowCount === 1, 30_000);
+      expect(Date.now() - started).toBeLessThan(30_000);
+      expect((await db.admin.query("SELECT 1 FROM sensor_data_raw WHERE tenant_id = $1", [T3])).rowCount).toBe(0);
+    } finally {
+      await own.end();
+    }
   });
 
   it("delete → unknown_tenant dead letters; --purge removes topics and rows", async () => {
