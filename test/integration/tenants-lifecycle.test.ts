@@ -253,7 +253,7 @@ describe("tenant lifecycle", () => {
       await own.query("DELETE FROM public.millrace_schema_migrations WHERE version = 9");
       const m = await run(join(repoRoot, "millrace"), ["migrate", "--url", db.adminUrl], { cwd: repoRoot, timeout: 60_000 });
       expect(m.stderr).toContain(`migrate: database ${name} (on the shared server): 1 applied`);
-      expect(m.stderr).toMatch(/migrate: 1 dedicated databases up to date/);
+      expect(m.stderr).toMatch(/migrate: [1-9]\d* dedicated databases up to date/);
       expect((await own.query("SELECT 1 FROM public.millrace_schema_migrations WHERE version = 9")).rowCount).toBe(1);
       const p = await deleteTenant(ctx, t, { purge: true });
       expect([p.rowsDeleted, p.deadLettersDeleted]).toEqual([2, 1]);
