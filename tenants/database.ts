@@ -91,10 +91,6 @@ export class TenantDatabases {
     return this.poolFor(await tenantDatabaseRef(this.shared, tenantId));
   }
 
-  dedicated(): pg.Pool[] {
-    return [...this.pools.values()];
-  }
-
   async end(): Promise<void> {
     await Promise.all([...this.pools.values()].map((p) => p.end().catch(() => {})));
     this.pools.clear();
