@@ -5,10 +5,12 @@
  *  - raw_copy: the ceiling — prebuilt COPY text buffers streamed with pg-copy-streams as superuser
  *    straight into sensor_data_raw (no RLS, no staging), one COPY per tenant, tenants in parallel
  *    over as many connections as the worker's pool;
- *  - staging_copy_text: what the sink does per batch, minus offsets and dead letters — as
- *    millrace_writer under RLS with the tenant context set: COPY into the temp staging table, then
- *    the sink's INSERT … SELECT … ORDER BY src_offset ON CONFLICT DO NOTHING, one transaction per 5000 rows;
- *  - staging_copy_binary: the same with binary COPY (sinks/timescale/copy-binary-encoder.ts, what the sink sends now);
+ *  - sink_insert: what the sink does per batch, minus offsets and dead letters — as millrace_writer
+ *    under RLS with the tenant context set: its INSERT … SELECT … FROM unnest(binary column arrays)
+ *    ON CONFLICT DO NOTHING (sinks/timescale/writer.ts, the same SQL and encoder), one transaction per 5000 rows;
+ *  - staging_copy_text: the sink's former design (until issue 7), the same way: COPY into a temp
+ *    staging table, then INSERT … SELECT … ORDER BY src_offset ON CONFLICT DO NOTHING;
+ *  - staging_copy_binary: the same with binary COPY (sinks/timescale/copy-binary-encoder.ts);
  *  - psql_copy: `psql \copy` of the same rows from a file, one connection.
  *
  * Every anchor reports the count and checksum of what it stored, to be compared with the worker's.
@@ -23,17 +25,18 @@ import type { StoredReading } from "../pipelines/reading.ts";
 import { encodeCopyRows, STAGE_COLUMNS } from "../sinks/timescale/copy-encoder.ts";
 import { createPool } from "../sinks/timescale/pool.ts";
 import { encodeCopyBinary } from "../sinks/timescale/copy-binary-encoder.ts";
+import { BEGIN_BATCH, insertRowsSql, rowValues } from "../sinks/timescale/writer.ts";
 import { createBenchDatabase, ensurePartitions, insertTenants, tableChecksum, type BenchDatabase } from "./db.ts";
 import { cpuBetween, machineCpuSeconds, markCpu, pidsCpuSeconds, pidsSnapshot, stackPid } from "./procstat.ts";
 
 export const RAW_COLUMNS = ["time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure"] as const;
 
-// The sink's statements (sinks/timescale/writer.ts), repeated here so the anchor runs the same SQL.
+// The sink's former statements (sinks/timescale/writer.ts before issue 7's single-write insert).
 const STAGE_DDL = `CREATE TEMP TABLE IF NOT EXISTS millrace_stage (
   src_offset bigint NOT NULL, time timestamptz NOT NULL, tenant_id uuid NOT NULL, equipment_id text NOT NULL,
   facility_id text NOT NULL, temperature real, vibration real, pressure real) ON COMMIT DELETE ROWS`;
-// The common case of the sink since issue 7: no savepoint, no DELETE … RETURNING, no DISTINCT ON
-// sort — the staged rows in offset order, ON CONFLICT DO NOTHING (the lowest offset wins).
+// Its move: no savepoint, no DELETE … RETURNING, no DISTINCT ON sort — the staged rows in offset
+// order, ON CONFLICT DO NOTHING (the lowest offset wins).
 const MOVE_SQL = `INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
 SELECT time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure FROM millrace_stage ORDER BY src_offset
 ON CONFLICT DO NOTHING`;
@@ -136,7 +139,40 @@ export async function rawCopy(db: BenchDatabase, rowsByTenant: Map<string, Store
   }
 }
 
-/** The sink's per-batch SQL (RLS, staging, INSERT … SELECT) with text or binary COPY; one connection per tenant. */
+/** The sink's per-batch rows statement (RLS, INSERT … SELECT FROM unnest of binary arrays), the parameters prebuilt; one connection per tenant. */
+export async function sinkInsert(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number): Promise<AnchorResult> {
+  const work = [...rowsByTenant].map(([tenant, rows]) => ({ tenant, batches: chunk(rows, batchRows).map((b) => rowValues(tenant, b)) }));
+  const records = [...rowsByTenant.values()].reduce((a, r) => a + r.length, 0);
+  const writer = createPool({ connectionString: db.adminUrl, role: "millrace_writer", max: work.length, applicationName: "bench-sink-insert" });
+  const sql = insertRowsSql(1);
+  const clients = await Promise.all(work.map(() => writer.connect()));
+  try {
+    return await measured(
+      db,
+      records,
+      clients.length,
+      async () => {
+        await Promise.all(
+          clients.map(async (c, i) => {
+            const w = work[i]!;
+            for (const values of w.batches) {
+              await c.query(BEGIN_BATCH);
+              await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [w.tenant]);
+              await c.query(sql, values);
+              await c.query("COMMIT");
+            }
+          }),
+        );
+      },
+      async () => (await Promise.all(clients.map((c) => c.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")))).map((r) => r.rows[0]!.pid),
+    );
+  } finally {
+    for (const c of clients) c.release();
+    await writer.end();
+  }
+}
+
+/** The sink's former per-batch SQL (RLS, staging, INSERT … SELECT) with text or binary COPY; one connection per tenant. */
 export async function stagingCopy(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number, format: "text" | "binary"): Promise<AnchorResult> {
   const encode = format === "text" ? (r: StoredReading[]) => encodeCopyRows(r) : (r: StoredReading[]) => encodeCopyBinary(r);
   const work = [...rowsByTenant].map(([tenant, rows]) => ({ tenant, buffers: chunk(rows, batchRows).map(encode) }));

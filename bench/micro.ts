@@ -17,6 +17,7 @@ import type { StoredReading } from "../pipelines/reading.ts";
 import type { SensorReading } from "../schemas/index.ts";
 import { encodeCopyRows } from "../sinks/timescale/copy-encoder.ts";
 import { encodeCopyBinary } from "../sinks/timescale/copy-binary-encoder.ts";
+import { encodeReadingArrays } from "../sinks/timescale/array-params.ts";
 import { fixtureDecoder, fixtureSpanMs, fixtureTenantInfo, wireFixture, type Fixture } from "./fixtures.ts";
 import { join } from "node:path";
 import { loadTopology } from "../pipelines/topology/index.ts";
@@ -125,13 +126,26 @@ export const MICRO_STAGES: MicroStage[] = [
   },
   {
     id: "copy_encode_binary",
-    describe: `encodeCopyBinary (COPY binary format, sinks/timescale/copy-binary-encoder.ts: what the sink sends now), batches of ${COPY_BATCH_ROWS} rows`,
+    describe: `encodeCopyBinary (COPY binary format, sinks/timescale/copy-binary-encoder.ts: what the sink sent until issue 7), batches of ${COPY_BATCH_ROWS} rows`,
     baseline: "copy_encode_text",
     setup: ({ rows }) => {
       const batches = chunks(rows, COPY_BATCH_ROWS);
       return () => {
         let s = 0;
         for (const b of batches) s += encodeCopyBinary(b).length;
+        return s;
+      };
+    },
+  },
+  {
+    id: "sink_array_encode",
+    describe: `encodeReadingArrays (binary column arrays for the sink's INSERT … FROM unnest, sinks/timescale/array-params.ts: what the sink sends now), batches of ${COPY_BATCH_ROWS} rows`,
+    baseline: "copy_encode_binary",
+    setup: ({ rows }) => {
+      const batches = chunks(rows, COPY_BATCH_ROWS);
+      return () => {
+        let s = 0;
+        for (const b of batches) s += encodeReadingArrays(b).pressure.length;
         return s;
       };
     },

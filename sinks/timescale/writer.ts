@@ -1,16 +1,22 @@
 /**
  * The TimescaleDB/PostgreSQL sink's I/O: one database transaction per batch that
- *   1. sets the tenant context so row-level security checks every row,
- *   2. COPYs the rows (binary format) into a session temp staging table (COPY cannot target a
- *      table with RLS),
- *   3. moves them into sensor_data_raw with INSERT … SELECT … ORDER BY src_offset ON CONFLICT DO
- *      NOTHING (replays and in-batch duplicates are no-ops; the lowest offset wins deterministically),
- *   4. records the batch's dead letters (outbox, exactly once),
- *   5. advances the partition's stored offset — only if it still equals the batch's first offset,
- *      which fences a worker that lost the partition in a rebalance,
- * and commits — 3, 4 (and the engine's extra statements) and 5 as one statement in the common case.
- * A data error (SQLSTATE 22/23) is isolated by bisecting the batch under savepoints: only the
- * offending rows are rejected, the rest of the batch commits.
+ *   1. sets the tenant context (a bound parameter) so the database checks every row's tenant,
+ *   2. records the batch's dead letters (outbox, exactly once) and the engine's extra statements
+ *      (alarm state, alert outbox, the Parquet sink's first offset), and advances the partition's
+ *      stored offset — only if it still equals the batch's first offset, which fences a worker that
+ *      lost the partition in a rebalance — all as one statement; a fenced batch stops here,
+ *   3. COPYs the rows (binary format) straight into sensor_data_raw as millrace_loader, a role
+ *      that may do nothing else and only for the tenant context (migrations/010_loader.sql),
+ * and commits. Each row is written once, by COPY — PostgreSQL's bulk path (multi-row inserts) —
+ * where until issue 7 every row was COPYd into a staging table and moved by INSERT … SELECT, because
+ * COPY FROM is refused on a table with row-level security (docs/benchmarks.md has the numbers).
+ *
+ * COPY cannot skip a duplicate key (a reading re-sent by its producer); a batch whose COPY fails on
+ * one (or on any data error) is written again in "insert" mode: the rows inserted by step 2's
+ * statement itself, `INSERT … SELECT … FROM unnest(binary column arrays) ON CONFLICT DO NOTHING`
+ * under RLS, in offset order (so the lowest offset wins; array-params.ts). A data error there too is
+ * isolated by bisecting the batch under savepoints: only the offending rows are rejected, the rest
+ * of the batch commits.
  */
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
@@ -18,7 +24,7 @@ import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { FencedError, isDataPgError, isMissingPartitionError, RetriableSinkError } from "../../lib/errors.ts";
 import type { Rejection, StoredReading } from "../../pipelines/reading.ts";
-import { STAGE_COLUMNS } from "./copy-encoder.ts";
+import { encodeReadingArrays, unnestSql } from "./array-params.ts";
 import { encodeCopyBinary } from "./copy-binary-encoder.ts";
 
 export interface DeadLetterRow {
@@ -81,29 +87,57 @@ export interface BatchResult {
   alreadyCommitted?: boolean;
 }
 
-const STAGE_DDL = `CREATE TEMP TABLE IF NOT EXISTS millrace_stage (
-  src_offset bigint NOT NULL, time timestamptz NOT NULL, tenant_id uuid NOT NULL, equipment_id text NOT NULL,
-  facility_id text NOT NULL, temperature real, vibration real, pressure real) ON COMMIT DELETE ROWS`;
-
-const COPY_SQL = `COPY millrace_stage (${STAGE_COLUMNS.join(", ")}) FROM STDIN (FORMAT binary)`;
-
-const MOVE_SQL = `WITH moved AS (DELETE FROM millrace_stage RETURNING *)
-INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
-SELECT DISTINCT ON (time, tenant_id, equipment_id) time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure
-FROM moved ORDER BY time, tenant_id, equipment_id, src_offset
-ON CONFLICT DO NOTHING`;
+/**
+ * The role that COPYs a batch's rows (migrations/010_loader.sql): NOLOGIN, granted to
+ * millrace_writer, INSERT on sensor_data_raw only, BYPASSRLS — COPY FROM refuses a table with RLS
+ * for a role subject to it — and held by a CHECK constraint to rows of the transaction's tenant
+ * context, so the database still refuses another tenant's row.
+ */
+export const LOADER_ROLE = "millrace_loader";
+const COPY_SQL = "COPY sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure) FROM STDIN (FORMAT binary)";
+/** Batches of a partition written in insert mode after a duplicate key made its COPY fail. */
+export const INSERT_MODE_BATCHES = 16;
 
 /**
- * The common case in one statement: move the staged rows (lowest offset first, so for in-batch
- * duplicates the lowest offset wins, as DISTINCT ON did), then the extra CTEs (dead letters, alarm
+ * The rows of a batch: the tenant ($n, one uuid: a batch is one tenant's) and six column arrays
+ * ($n+1…$n+6) unnested in row order, which is offset order — so for in-batch duplicates the first,
+ * lowest offset is inserted and the rest conflict with it. RLS's WITH CHECK sees every row.
+ */
+export function insertRowsSql(first: number): string {
+  return `INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
+SELECT u.t, $${first}::uuid, u.e, u.f, u.te, u.vi, u.pr FROM ${unnestSql(first + 1)} AS u(t, e, f, te, vi, pr)
+ON CONFLICT DO NOTHING`;
+}
+
+/** The parameters of {@link insertRowsSql}: the tenant, then the column arrays. */
+export function rowValues(tenantId: string, rows: readonly StoredReading[]): unknown[] {
+  const a = encodeReadingArrays(inOffsetOrder(rows));
+  return [tenantId, a.time, a.equipmentId, a.facilityId, a.temperature, a.vibration, a.pressure];
+}
+
+/** The rows sorted by offset (they normally arrive so: then the same array, no copy). */
+function inOffsetOrder(rows: readonly StoredReading[]): readonly StoredReading[] {
+  for (let i = 1; i < rows.length; i++) {
+    if (rows[i]!.offset < rows[i - 1]!.offset) return [...rows].sort((a, b) => a.offset - b.offset);
+  }
+  return rows;
+}
+
+/**
+ * The common case in one statement: insert the rows, then the extra CTEs (dead letters, alarm
  * state, alert outbox), and the fenced offset advance. All CTEs see the snapshot from before the
  * statement, so `stored` is the offset as it was: when `advanced` is null the batch is fenced or
- * (stored = batch end) was already committed by an earlier attempt. The temp staging table is
- * emptied by COMMIT (ON COMMIT DELETE ROWS) or ROLLBACK.
+ * (stored = batch end) was already committed by an earlier attempt.
  */
-const FAST_MOVE_CTE = `moved AS (INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
-SELECT time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure FROM millrace_stage ORDER BY src_offset
-ON CONFLICT DO NOTHING RETURNING 1)`;
+const ROWS_FIRST_PARAM = 6;
+
+/**
+ * A batch's transaction. READ COMMITTED explicitly, whatever the database's default: the fence's
+ * fresh re-read of the stored offset (a concurrent attempt's commit) depends on it. Also what an
+ * operator (pg_stat_activity) or a fault test sees as the start of a batch.
+ */
+export const BEGIN_BATCH = "BEGIN ISOLATION LEVEL READ COMMITTED";
+const FAST_MOVE_CTE = `moved AS (${insertRowsSql(ROWS_FIRST_PARAM)} RETURNING 1)`;
 const FAST_ADVANCE_CTE = `adv AS (INSERT INTO millrace.consumer_offsets AS o (consumer_group, topic, partition, next_offset)
 VALUES ($1, $2, $3, $5)
 ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()
@@ -133,17 +167,10 @@ SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::uuid[], $5::text[]
                      $12::timestamptz[])
 ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING`;
 
-async function copyRows(client: pg.PoolClient, rows: readonly StoredReading[]): Promise<void> {
-  if (rows.length === 0) return;
-  const stream = client.query(copyFrom(COPY_SQL));
-  await pipeline(Readable.from([encodeCopyBinary(rows)]), stream);
-}
-
-/** COPY + move one subset; returns rows inserted. */
-async function writeSubset(client: pg.PoolClient, rows: readonly StoredReading[]): Promise<number> {
+/** Insert one subset (tenant context already set); returns rows inserted. */
+async function writeSubset(client: pg.PoolClient, tenantId: string, rows: readonly StoredReading[]): Promise<number> {
   if (rows.length === 0) return 0;
-  await copyRows(client, rows);
-  const res = await client.query(MOVE_SQL);
+  const res = await client.query(insertRowsSql(1), rowValues(tenantId, rows));
   return res.rowCount ?? 0;
 }
 
@@ -158,13 +185,14 @@ function pgMessage(err: unknown): string {
  */
 async function writeIsolating(
   client: pg.PoolClient,
+  tenantId: string,
   rows: readonly StoredReading[],
   depth = 0,
 ): Promise<{ inserted: number; refused: Array<{ row: StoredReading; error: unknown }> }> {
   const sp = `millrace_sp_${depth}`;
   await client.query(`SAVEPOINT ${sp}`);
   try {
-    const inserted = await writeSubset(client, rows);
+    const inserted = await writeSubset(client, tenantId, rows);
     await client.query(`RELEASE SAVEPOINT ${sp}`);
     return { inserted, refused: [] };
   } catch (err) {
@@ -176,8 +204,8 @@ async function writeIsolating(
     }
     await client.query(`RELEASE SAVEPOINT ${sp}`);
     const mid = rows.length >>> 1;
-    const left = await writeIsolating(client, rows.slice(0, mid), depth + 1);
-    const right = await writeIsolating(client, rows.slice(mid), depth + 1);
+    const left = await writeIsolating(client, tenantId, rows.slice(0, mid), depth + 1);
+    const right = await writeIsolating(client, tenantId, rows.slice(mid), depth + 1);
     return { inserted: left.inserted + right.inserted, refused: [...left.refused, ...right.refused] };
   }
 }
@@ -213,10 +241,10 @@ export function utcDays(rows: readonly StoredReading[]): number[] {
 }
 
 export class TimescaleWriter {
+  /** Partitions (topic NUL partition) whose next batches skip the COPY: how many batches are left. */
+  private readonly insertModeLeft = new Map<string, number>();
   /** Epoch days known to have a partition (or a hypertable that makes chunks itself). */
   private readonly knownDays = new Set<number>();
-  /** Sessions whose temp staging table exists (created by a committed transaction). */
-  private readonly staged = new WeakSet<pg.PoolClient>();
 
   constructor(private readonly pool: pg.Pool) {}
 
@@ -255,43 +283,64 @@ export class TimescaleWriter {
   }
 
   /**
-   * One batch, one transaction. The common case is five round trips: `BEGIN[; stage DDL]`, the
-   * tenant context (a bound parameter), the COPY, one statement that moves the rows, writes the extra
-   * statements and advances the fenced offset, and COMMIT. A data error (SQLSTATE 22/23) anywhere
-   * in it rolls the attempt back and the batch is written again by {@link writeBatchIsolating},
-   * which bisects under savepoints.
+   * One batch, one transaction. The common case ("copy") is six round trips: `BEGIN`, the tenant
+   * context (a bound parameter), one statement that writes the extra statements and advances the
+   * fenced offset, `SET LOCAL ROLE millrace_loader`, the binary COPY of the rows into
+   * sensor_data_raw, and COMMIT. A data error in it (SQLSTATE 22/23 — above all a duplicate key,
+   * which COPY cannot skip) rolls the attempt back and the batch is written again in "insert" mode:
+   * the same transaction with the rows inserted by the statement itself (`INSERT … FROM unnest …
+   * ON CONFLICT DO NOTHING`, under RLS); the partition's next {@link INSERT_MODE_BATCHES} batches
+   * stay in that mode, since duplicates tend to come in runs (a producer re-sending). A data error
+   * there too goes to {@link writeBatchIsolating}, which bisects under savepoints.
    */
   async writeBatch(batch: BatchCommit): Promise<BatchResult> {
     await this.ensurePartitions(batch.rows);
     if (!UUID_TEXT.test(batch.tenantId)) throw new Error(`invalid tenant id ${JSON.stringify(batch.tenantId)}`);
+    const key = `${batch.topic}\u0000${batch.partition}`;
+    const left = this.insertModeLeft.get(key) ?? 0;
+    if (left > 0) this.insertModeLeft.set(key, left - 1);
+    else this.insertModeLeft.delete(key);
+    if (left === 0 && batch.rows.length > 0) {
+      const copied = await this.attempt(batch, "copy");
+      if (copied !== "data-error") return copied;
+      this.insertModeLeft.set(key, INSERT_MODE_BATCHES);
+    }
+    const inserted = await this.attempt(batch, "insert");
+    if (inserted !== "data-error") return inserted;
+    return await this.writeBatchIsolating(batch);
+  }
+
+  /** One attempt of the batch in one mode; "data-error" when the database refused a row (rolled back). */
+  private async attempt(batch: BatchCommit, mode: "copy" | "insert"): Promise<BatchResult | "data-error"> {
     const client = await this.pool.connect();
     let broken: unknown;
-    let isolate = false;
     try {
       // The tenant context is always a bound parameter, never part of the SQL text: a round trip of
-      // its own, since a simple query (BEGIN; DDL) cannot carry parameters.
-      await client.query(this.staged.has(client) ? "BEGIN" : `BEGIN; ${STAGE_DDL}`);
+      // its own, since a simple query (BEGIN) cannot carry parameters.
+      await client.query(BEGIN_BATCH);
       await client.query("SELECT set_config('app.current_tenant_id', $1, true)", [batch.tenantId]);
-      if (batch.rows.length > 0) await copyRows(client, batch.rows);
       const extra: BatchStatement[] = [];
       if (batch.deadLetters.length > 0) extra.push(deadLetterStatement(batch.deadLetters));
       if (batch.statements) extra.push(...batch.statements(new Set()));
+      const withRows = mode === "insert" && batch.rows.length > 0;
       const values: unknown[] = [batch.consumerGroup, batch.topic, batch.partition, batch.expectedOffset, batch.nextOffset];
-      const ctes: string[] = batch.rows.length > 0 ? [FAST_MOVE_CTE] : [];
+      if (withRows) values.push(...rowValues(batch.tenantId, batch.rows));
+      const ctes: string[] = withRows ? [FAST_MOVE_CTE] : [];
       extra.forEach((st, i) => {
         ctes.push(`x${i} AS (${shiftParams(st.text, values.length)})`);
         values.push(...st.values);
       });
       ctes.push(FAST_ADVANCE_CTE);
       const res = await client.query<{ inserted: number; advanced: string | null; stored: string | null }>(
-        `WITH ${ctes.join(",\n")}\n${batch.rows.length > 0 ? FAST_SELECT : FAST_SELECT_NO_ROWS}`,
+        `WITH ${ctes.join(",\n")}\n${withRows ? FAST_SELECT : FAST_SELECT_NO_ROWS}`,
         values,
       );
       const r = res.rows[0]!;
       if (batch.inTransaction) await batch.inTransaction(client, new Set());
       if (r.advanced === null) {
-        // `stored` is from the statement's snapshot; a commit that became visible while the advance
-        // waited for the row (an earlier attempt of this batch) is seen by a fresh read, as before.
+        // Fenced (or already committed): nothing of the batch is sent. `stored` is from the
+        // statement's snapshot; a commit that became visible while the advance waited for the row
+        // (an earlier attempt of this batch) is seen by a fresh read, as before.
         let stored = r.stored;
         if (stored === null || Number(stored) !== batch.nextOffset) {
           const now = await client.query<{ next_offset: string }>(
@@ -303,20 +352,25 @@ export class TimescaleWriter {
         await client.query("ROLLBACK");
         return this.notAdvanced(batch, stored);
       }
+      let inserted = r.inserted;
+      if (mode === "copy") {
+        // The loader may only COPY into sensor_data_raw, and only rows of the tenant context
+        // (migrations/010_loader.sql); the role ends with the transaction.
+        await client.query(`SET LOCAL ROLE ${LOADER_ROLE}`);
+        await pipeline(Readable.from([encodeCopyBinary(batch.rows, { withOffset: false })]), client.query(copyFrom(COPY_SQL)));
+        inserted = batch.rows.length;
+      }
       await client.query("COMMIT");
-      this.staged.add(client);
-      return { inserted: r.inserted, duplicates: batch.rows.length - r.inserted, rejected: [] };
+      return { inserted, duplicates: batch.rows.length - inserted, rejected: [] };
     } catch (err) {
       const after = await this.rollbackAfter(client, err);
       broken = after.broken;
       if (after.rethrow !== err || !isDataPgError(err) || broken !== undefined) throw after.rethrow;
-      isolate = true;
+      return "data-error";
     } finally {
       // A connection whose state is unknown (failed rollback, lost socket) is discarded, not reused.
       client.release(broken === undefined ? undefined : (broken as Error));
     }
-    if (isolate) return await this.writeBatchIsolating(batch);
-    throw new Error("unreachable");
   }
 
   /**
@@ -355,10 +409,9 @@ export class TimescaleWriter {
     const client = await this.pool.connect();
     let broken: unknown;
     try {
-      await client.query("BEGIN");
+      await client.query(BEGIN_BATCH);
       await client.query("SELECT set_config('app.current_tenant_id', $1, true)", [batch.tenantId]);
-      await client.query(STAGE_DDL);
-      const { inserted, refused } = await writeIsolating(client, batch.rows);
+      const { inserted, refused } = await writeIsolating(client, batch.tenantId, batch.rows);
       const rejected = refused.map(({ row, error }) => ({
         row,
         offset: row.offset,
@@ -380,7 +433,6 @@ export class TimescaleWriter {
         return this.notAdvanced(batch, now.rows[0]?.next_offset ?? null);
       }
       await client.query("COMMIT");
-      this.staged.add(client);
       return { inserted, duplicates: batch.rows.length - rejected.length - inserted, rejected };
     } catch (err) {
       const after = await this.rollbackAfter(client, err);

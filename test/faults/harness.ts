@@ -412,7 +412,7 @@ export async function runFaults(opts: RunOptions): Promise<FaultResults> {
       const copyCut = i % 2 === 0;
       let at = 0;
       const batchOf = (m: PgMessage, c: ProxyConn) => {
-        if (m.type === "Q" && /^COPY millrace_stage\b/.test(m.text ?? "")) c.state.batch = true;
+        if (m.type === "Q" && /^COPY sensor_data_raw\b/.test(m.text ?? "")) c.state.batch = true;
         if (m.type === "Q" && (m.text === "COMMIT" || m.text === "ROLLBACK")) {
           c.state.ending = c.state.batch === true;
           c.state.batch = false;

@@ -10,6 +10,7 @@ import type { WorkerProcess } from "../helpers/processes.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import type { FaultProxy, HttpRequestHead, PgMessage, ProxyConn, Verdict } from "../faults/proxy.ts";
 import { Rig, totals } from "../faults/rig.ts";
+import { BEGIN_BATCH } from "../../sinks/timescale/writer.ts";
 import type { AlertCheck } from "../faults/harness.ts";
 
 const MIN_PER_PARTITION = 1000;
@@ -20,15 +21,16 @@ afterEach(async () => {
   rig = undefined;
 });
 
-const isBatchCopy = (m: PgMessage) => m.type === "Q" && /^COPY millrace_stage\b/.test(m.text ?? "");
+/** A sink batch's transaction starts (sinks/timescale/writer.ts BEGIN_BATCH). */
+const isBatchBegin = (m: PgMessage) => m.type === "Q" && m.text === BEGIN_BATCH;
+/** A sink batch's COPY of its rows into sensor_data_raw (as millrace_loader, after the fenced offset advance). */
+const isBatchCopy = (m: PgMessage) => m.type === "Q" && /^COPY sensor_data_raw\b/.test(m.text ?? "");
 const isCommit = (m: PgMessage) => m.type === "Q" && m.text === "COMMIT";
 const isRollback = (m: PgMessage) => m.type === "Q" && m.text === "ROLLBACK";
-/** A sink batch's one statement that moves its rows into sensor_data_raw and advances the fenced offset. */
-const isMoveAndAdvance = (m: PgMessage) => m.type === "P" && /\badv AS \(INSERT INTO millrace\.consumer_offsets/.test(m.text ?? "");
 
-/** Per connection: `batch` while a sink batch's transaction is open (since its COPY); `ending` on its COMMIT/ROLLBACK. */
+/** Per connection: `batch` while a sink batch's transaction is open (since its BEGIN); `ending` on its COMMIT/ROLLBACK. */
 function trackBatch(m: PgMessage, c: ProxyConn): void {
-  if (isBatchCopy(m)) c.state.batch = true;
+  if (isBatchBegin(m)) c.state.batch = true;
   if (isCommit(m) || isRollback(m)) {
     c.state.ending = c.state.batch === true;
     c.state.batch = false;
@@ -243,7 +245,7 @@ describe("network and phase-targeted faults (issue 8)", () => {
     };
     await killAt("before a COPY", onPg((m) => (isBatchCopy(m) ? "drop" : undefined)));
     await killAt("during a COPY", onPg((m, c) => (m.type === "d" && c.state.batch ? "drop" : undefined)));
-    // CopyDone forwarded: the server finishes the COPY; the worker is gone before moving the rows.
+    // CopyDone forwarded: the server finishes the COPY; the worker is gone before its COMMIT.
     await killAt("after a COPY", onPg((m, c) => (m.type === "c" && c.state.batch ? "forward" : undefined)));
     await killAt("before the database COMMIT", onPg((m, c) => (isCommit(m) && c.state.ending ? "drop" : undefined)));
     await killAt("after the database COMMIT", (kill) => {
@@ -382,14 +384,14 @@ describe("network and phase-targeted faults (issue 8)", () => {
     let zconn = -1;
     const zconnSent: string[] = [];
     let zconnServerClosed = false;
-    // Frozen as it sends its batch's statement that moves the rows into sensor_data_raw and advances
-    // the fenced offset: the server runs it (rows and offset row written, uncommitted, locked) and
-    // the zombie sends nothing more — no heartbeats, no COMMIT — its transaction left open.
+    // Frozen as it ends its batch's COPY (CopyDone forwarded): the server has run the fenced offset
+    // advance and the COPY (offset row and rows written, uncommitted, locked) and the zombie sends
+    // nothing more — no heartbeats, no COMMIT — its transaction left open.
     const stoppedAt = await fire(pgp, "SIGSTOP of a worker holding a written, uncommitted batch", (fired) => {
       pgp.hooks = {
         onPgClient: (m, c) => {
           trackBatch(m, c);
-          if (zconn < 0 && c.state.batch && isMoveAndAdvance(m)) {
+          if (zconn < 0 && c.state.batch && m.type === "c") {
             zombie.kill("SIGSTOP");
             zconn = c.id;
             c.state.onServerEnd = () => (zconnServerClosed = true);
@@ -433,19 +435,18 @@ describe("network and phase-targeted faults (issue 8)", () => {
     await r.caughtUp("first rows", 120_000);
     await waitUntil("both workers to hold partitions", async () => r.holdsPartitions(zombie) && r.holdsPartitions(other), 120_000, 500);
 
-    // The zombie's PostgreSQL connections are cut, so its next sink batch opens a new one (whose
-    // first statement is `BEGIN; CREATE TEMP TABLE … millrace_stage`). As it sends that: its broker
+    // The zombie's PostgreSQL connections are cut, so its next sink batch opens a new one (every
+    // connection it had was cut, so any batch BEGIN is on a new one). As it sends that: its broker
     // connections are cut and refused (no heartbeats, fetches or commits) and the batch's BEGIN is
     // held at the proxy — a write delayed past the session timeout, by a process that keeps
     // running. (Held before its transaction starts: a transaction left open would be ended by the
     // server's idle-in-transaction timeout, which the worker sets to the session timeout.)
     let held: ProxyConn | undefined;
-    const isNewSinkConnBegin = (m: PgMessage) => m.type === "Q" && /^BEGIN; CREATE TEMP TABLE IF NOT EXISTS millrace_stage\b/.test(m.text ?? "");
     const cutAt = await fire(pgp, "broker cut of a worker whose batch's write is in flight", (fired) => {
       pgp.hooks = {
         onPgClient: (m, c): Verdict | void => {
           trackBatch(m, c);
-          if (!held && isNewSinkConnBegin(m)) {
+          if (!held && isBatchBegin(m)) {
             kp.refuse(10 * 60_000);
             kp.cutAll();
             held = c;
@@ -462,7 +463,7 @@ describe("network and phase-targeted faults (issue 8)", () => {
     const takeoverMs = Date.now() - cutAt;
     expect(zombie.child.exitCode, "the zombie kept running while cut off").toBeNull();
     expect(kp.stats.refused, "the zombie tried to reach the broker and was refused").toBeGreaterThan(0);
-    // The late write arrives (BEGIN, COPY, the move-and-advance): the fence refuses it (the stored
+    // The late write arrives (BEGIN, the tenant context, the advance): the fence refuses it (the stored
     // offset is no longer the batch's start); nothing of it is committed.
     held!.release();
     const fenced = await waitUntil("the zombie's late write to be fenced", async () => r.logLines(zombie, /batch fenced/)[0], 90_000, 250);

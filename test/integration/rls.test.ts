@@ -2,10 +2,14 @@
  * Row-level security: an analyst role for one tenant sees only its tenant's rows through every
  * path (parent table, each partition directly, the view), whatever app.current_tenant_id it sets;
  * the writer with no tenant setting sees nothing and cannot write; a writer can only write rows of
- * the tenant it set.
+ * the tenant it set; the sink's COPY role (millrace_loader) only rows of its tenant context.
  */
 import { randomUUID, randomBytes } from "node:crypto";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import pg from "pg";
+import { from as copyFrom } from "pg-copy-streams";
+import { LOADER_ROLE } from "../../sinks/timescale/writer.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, insertTenant, withDatabase, type TestDatabase } from "../helpers/db.ts";
 
@@ -132,12 +136,59 @@ describe("row-level security", () => {
     }
   });
 
-  it("PostgreSQL refuses COPY into the RLS table for the writer — which is why the sink stages first", async () => {
+  it("PostgreSQL refuses COPY into the RLS table for the writer — which is why the sink COPYs as millrace_loader", async () => {
     const c = await db.writer.connect();
     try {
       await expect(c.query("COPY sensor_data_raw FROM STDIN")).rejects.toThrow(/row-level security/);
     } finally {
       c.release(true);
     }
+  });
+
+  it("millrace_loader COPYs only rows of the transaction's tenant context, and can do nothing else", async () => {
+    const copyRow = async (c: pg.PoolClient, tenant: string, equipment: string) => {
+      const line = `2024-05-01 12:00:00+00\t${tenant}\t${equipment}\tfac-1\t1.5\t\\N\t\\N\n`;
+      await pipeline(Readable.from([Buffer.from(line)]), c.query(copyFrom("COPY sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure) FROM STDIN")));
+    };
+    const asLoader = async (tenant: string | null, fn: (c: pg.PoolClient) => Promise<void>) => {
+      const c = await db.writer.connect();
+      try {
+        await c.query(`BEGIN; SET LOCAL ROLE ${LOADER_ROLE}`);
+        if (tenant !== null) await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
+        await fn(c);
+        await c.query("COMMIT");
+      } catch (err) {
+        await c.query("ROLLBACK");
+        throw err;
+      } finally {
+        c.release();
+      }
+    };
+    const count = async (equipment: string) =>
+      (await db.admin.query("SELECT count(*)::int AS n FROM sensor_data_raw WHERE equipment_id = $1", [equipment])).rows[0].n as number;
+
+    // Its own tenant: stored.
+    await asLoader(tenantA, (c) => copyRow(c, tenantA, "loader-ok"));
+    expect(await count("loader-ok")).toBe(1);
+    // Another tenant's row under A's context: the CHECK refuses it (23514), nothing stored.
+    await expect(asLoader(tenantA, (c) => copyRow(c, tenantB, "loader-other"))).rejects.toMatchObject({ code: "23514" });
+    // No tenant context, or a malformed one: an error, never a pass.
+    await expect(asLoader(null, (c) => copyRow(c, tenantA, "loader-none"))).rejects.toMatchObject({ message: expect.stringMatching(/app\.current_tenant_id|invalid input syntax for type uuid/) });
+    await expect(asLoader("not-a-uuid", (c) => copyRow(c, tenantA, "loader-bad"))).rejects.toMatchObject({ code: "22P02" });
+    expect(await count("loader-other")).toBe(0);
+    expect(await count("loader-none")).toBe(0);
+    expect(await count("loader-bad")).toBe(0);
+    // It cannot read a row (BYPASSRLS does not give it SELECT), nor write the pipeline's tables.
+    await expect(asLoader(tenantA, async (c) => void (await c.query("SELECT count(*) FROM sensor_data_raw")))).rejects.toMatchObject({ code: "42501" });
+    await expect(
+      asLoader(tenantA, async (c) => void (await c.query("INSERT INTO millrace.consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ('g', 't', 0, 0)"))),
+    ).rejects.toMatchObject({ code: "42501" });
+    // Nor can anyone but the writer become it: an analyst cannot SET ROLE to the loader.
+    await asAnalyst(roleA, async (c) => {
+      await expect(c.query(`SET ROLE ${LOADER_ROLE}`)).rejects.toMatchObject({ code: "42501" });
+    });
+    // Other roles are not held by the check (migrations, moves, restores): the owner inserts any tenant.
+    await db.admin.query("INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id) VALUES ('2024-05-01T12:00:00Z', $1, 'owner-any', 'fac-1')", [tenantB]);
+    expect(await count("owner-any")).toBe(1);
   });
 });

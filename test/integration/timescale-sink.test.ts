@@ -1,13 +1,15 @@
 /**
  * The TimescaleDB/PostgreSQL sink against a real PostgreSQL: exact round trip, COPY escaping,
- * replays and in-batch duplicates, time zones, a data error in the middle of a batch, and the
- * offset fence (failure classes 1, 8, 9, 10, 11).
+ * replays and in-batch duplicates (COPY, then insert mode), time zones, a data error in the middle
+ * of a batch, and the offset fence (failure classes 1, 8, 9, 10, 11).
  */
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StoredReading } from "../../pipelines/reading.ts";
 import { FencedError } from "../../lib/errors.ts";
-import { TimescaleWriter, type BatchCommit, type DeadLetterRow } from "../../sinks/timescale/writer.ts";
+import type pg from "pg";
+import { INSERT_MODE_BATCHES, TimescaleWriter, type BatchCommit, type DeadLetterRow } from "../../sinks/timescale/writer.ts";
+import { createPool } from "../../sinks/timescale/pool.ts";
 import { createTestDatabase, insertTenant, type TestDatabase } from "../helpers/db.ts";
 
 const GROUP = "sink-test";
@@ -151,6 +153,58 @@ describe("timescale sink", () => {
     expect(count.rows[0].n).toBe(1000);
   });
 
+  it("COPYs a batch as the loader; a duplicate key redoes it in insert mode, and the partition's next batches skip COPY for a while", async () => {
+    // A writer of its own whose connections record what they are sent.
+    const sent: string[] = [];
+    const pool = createPool({ connectionString: db.adminUrl, role: "millrace_writer", max: 1, applicationName: "sink-test-spy" });
+    pool.on("connect", (c: pg.PoolClient) => {
+      const query = c.query.bind(c) as (...a: unknown[]) => unknown;
+      (c as { query: unknown }).query = (q: unknown, ...rest: unknown[]) => {
+        sent.push(typeof q === "string" ? q : String((q as { text?: string }).text));
+        return query(q, ...rest);
+      };
+    });
+    const w = new TimescaleWriter(pool);
+    const copies = () => sent.filter((t) => t.startsWith("COPY sensor_data_raw ")).length;
+    const inserts = () => sent.filter((t) => /^WITH moved AS \(INSERT INTO sensor_data_raw/.test(t)).length;
+    try {
+      const p = partition++;
+      const base = Date.UTC(2022, 6, 1);
+      const rs = rows(40, base).map((r) => ({ ...r, equipmentId: `mode-${r.offset}` }));
+      const first = await w.writeBatch(batch(rs.slice(0, 10), p, 0));
+      expect(first).toMatchObject({ inserted: 10, duplicates: 0 });
+      expect(sent).toContain("SET LOCAL ROLE millrace_loader");
+      expect([copies(), inserts()]).toEqual([1, 0]);
+
+      // Offsets 10–19 carry a re-sent copy of offset 3's reading: the COPY fails on the key, the
+      // batch is written again with ON CONFLICT DO NOTHING, the stored reading is offset 3's.
+      const resent = { ...rs[3]!, offset: 10, temperature: -40 };
+      const withDupe = [resent, ...rs.slice(11, 20)];
+      const second = await w.writeBatch(batch(withDupe, p, 10, { nextOffset: 20 }));
+      expect(second).toMatchObject({ inserted: 9, duplicates: 1, rejected: [] });
+      expect([copies(), inserts()]).toEqual([2, 1]);
+      const t3 = await db.admin.query("SELECT temperature FROM sensor_data_raw WHERE tenant_id = $1 AND equipment_id = 'mode-3'", [tenant]);
+      expect(t3.rows).toHaveLength(1);
+      expect(Math.fround(t3.rows[0].temperature)).toBe(Math.fround(rs[3]!.temperature!));
+
+      // The partition's next batches go straight to insert mode, then back to COPY.
+      let next = 20;
+      for (let i = 0; i < INSERT_MODE_BATCHES; i++) {
+        const r = rows(1, base + 3_600_000 + i * 1000, next).map((x) => ({ ...x, equipmentId: `mode-late-${next}` }));
+        await w.writeBatch(batch(r, p, next));
+        next++;
+      }
+      expect([copies(), inserts()]).toEqual([2, 1 + INSERT_MODE_BATCHES]);
+      await w.writeBatch(batch(rows(1, base + 7_200_000, next).map((x) => ({ ...x, equipmentId: "mode-copy-again" })), p, next));
+      expect([copies(), inserts()]).toEqual([3, 1 + INSERT_MODE_BATCHES]);
+      const n = await db.admin.query("SELECT count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1 AND equipment_id LIKE 'mode-%'", [tenant]);
+      expect(n.rows[0].n).toBe(10 + 9 + INSERT_MODE_BATCHES + 1);
+      expect((await w.storedOffsets(GROUP, TOPIC)).get(p)).toBe(next + 1);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it("a row that cannot be stored in the middle of 1,000 is isolated; the other 999 commit (class 8)", async () => {
     const p = partition++;
     const base = Date.UTC(2022, 2, 1);
@@ -197,7 +251,7 @@ describe("timescale sink", () => {
     const base = Date.UTC(2022, 4, 1);
     const rs = rows(20, base).map((r) => ({ ...r, equipmentId: `prefix-${r.offset}` }));
     await writer.writeBatch(batch(rs.slice(0, 10), p, 0));
-    // Offsets 10–19: the rows are in, then the connection "drops" before COMMIT (a crash there).
+    // Offsets 10–19: the batch's statement has run, then the connection "drops" before COMMIT (a crash there).
     const lost = Object.assign(new Error("connection lost"), { code: "08006" });
     await expect(
       writer.writeBatch(batch(rs.slice(10), p, 10, { inTransaction: async () => Promise.reject(lost) })),
