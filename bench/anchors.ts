@@ -5,9 +5,12 @@
  *  - raw_copy: the ceiling — prebuilt COPY text buffers streamed with pg-copy-streams as superuser
  *    straight into sensor_data_raw (no RLS, no staging), one COPY per tenant, tenants in parallel
  *    over as many connections as the worker's pool;
- *  - sink_insert: what the sink does per batch, minus offsets and dead letters — as millrace_writer
- *    under RLS with the tenant context set: its INSERT … SELECT … FROM unnest(binary column arrays)
- *    ON CONFLICT DO NOTHING (sinks/timescale/writer.ts, the same SQL and encoder), one transaction per 5000 rows;
+ *  - sink_copy: what the sink does per batch, minus offsets and dead letters — as millrace_writer
+ *    with the tenant context set, SET LOCAL ROLE millrace_loader and a binary COPY straight into
+ *    sensor_data_raw (its CHECK holds every row to the tenant context; sinks/timescale/writer.ts,
+ *    the same statements and encoder), one transaction per 5000 rows;
+ *  - sink_insert: the sink's insert mode (after a duplicate key): as millrace_writer under RLS, its
+ *    INSERT … SELECT … FROM unnest(binary column arrays) ON CONFLICT DO NOTHING;
  *  - staging_copy_text: the sink's former design (until issue 7), the same way: COPY into a temp
  *    staging table, then INSERT … SELECT … ORDER BY src_offset ON CONFLICT DO NOTHING;
  *  - staging_copy_binary: the same with binary COPY (sinks/timescale/copy-binary-encoder.ts);
@@ -25,7 +28,7 @@ import type { StoredReading } from "../pipelines/reading.ts";
 import { encodeCopyRows, STAGE_COLUMNS } from "../sinks/timescale/copy-encoder.ts";
 import { createPool } from "../sinks/timescale/pool.ts";
 import { encodeCopyBinary } from "../sinks/timescale/copy-binary-encoder.ts";
-import { BEGIN_BATCH, insertRowsSql, rowValues } from "../sinks/timescale/writer.ts";
+import { BEGIN_BATCH, COPY_SQL, insertRowsSql, LOADER_ROLE, rowValues } from "../sinks/timescale/writer.ts";
 import { createBenchDatabase, ensurePartitions, insertTenants, tableChecksum, type BenchDatabase } from "./db.ts";
 import { cpuBetween, machineCpuSeconds, markCpu, pidsCpuSeconds, pidsSnapshot, stackPid } from "./procstat.ts";
 
@@ -139,7 +142,40 @@ export async function rawCopy(db: BenchDatabase, rowsByTenant: Map<string, Store
   }
 }
 
-/** The sink's per-batch rows statement (RLS, INSERT … SELECT FROM unnest of binary arrays), the parameters prebuilt; one connection per tenant. */
+/** The sink's per-batch COPY (as millrace_loader, binary, straight into sensor_data_raw), the buffers prebuilt; one connection per tenant. */
+export async function sinkCopy(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number): Promise<AnchorResult> {
+  const work = [...rowsByTenant].map(([tenant, rows]) => ({ tenant, buffers: chunk(rows, batchRows).map((b) => encodeCopyBinary(b, { withOffset: false })) }));
+  const records = [...rowsByTenant.values()].reduce((a, r) => a + r.length, 0);
+  const writer = createPool({ connectionString: db.adminUrl, role: "millrace_writer", max: work.length, applicationName: "bench-sink-copy" });
+  const clients = await Promise.all(work.map(() => writer.connect()));
+  try {
+    return await measured(
+      db,
+      records,
+      clients.length,
+      async () => {
+        await Promise.all(
+          clients.map(async (c, i) => {
+            const w = work[i]!;
+            for (const buf of w.buffers) {
+              await c.query(BEGIN_BATCH);
+              await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [w.tenant]);
+              await c.query(`SET LOCAL ROLE ${LOADER_ROLE}`);
+              await pipeline(Readable.from([buf]), c.query(copyFrom(COPY_SQL)));
+              await c.query("COMMIT");
+            }
+          }),
+        );
+      },
+      async () => (await Promise.all(clients.map((c) => c.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")))).map((r) => r.rows[0]!.pid),
+    );
+  } finally {
+    for (const c of clients) c.release();
+    await writer.end();
+  }
+}
+
+/** The sink's insert mode per batch (RLS, INSERT … SELECT FROM unnest of binary arrays), the parameters prebuilt; one connection per tenant. */
 export async function sinkInsert(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number): Promise<AnchorResult> {
   const work = [...rowsByTenant].map(([tenant, rows]) => ({ tenant, batches: chunk(rows, batchRows).map((b) => rowValues(tenant, b)) }));
   const records = [...rowsByTenant.values()].reduce((a, r) => a + r.length, 0);

@@ -126,20 +126,20 @@ export const MICRO_STAGES: MicroStage[] = [
   },
   {
     id: "copy_encode_binary",
-    describe: `encodeCopyBinary (COPY binary format, sinks/timescale/copy-binary-encoder.ts: what the sink sent until issue 7), batches of ${COPY_BATCH_ROWS} rows`,
+    describe: `encodeCopyBinary (COPY binary format, sinks/timescale/copy-binary-encoder.ts: what the sink sends, sensor_data_raw's columns), batches of ${COPY_BATCH_ROWS} rows`,
     baseline: "copy_encode_text",
     setup: ({ rows }) => {
       const batches = chunks(rows, COPY_BATCH_ROWS);
       return () => {
         let s = 0;
-        for (const b of batches) s += encodeCopyBinary(b).length;
+        for (const b of batches) s += encodeCopyBinary(b, { withOffset: false }).length;
         return s;
       };
     },
   },
   {
     id: "sink_array_encode",
-    describe: `encodeReadingArrays (binary column arrays for the sink's INSERT … FROM unnest, sinks/timescale/array-params.ts: what the sink sends now), batches of ${COPY_BATCH_ROWS} rows`,
+    describe: `encodeReadingArrays (binary column arrays for the sink's insert mode, INSERT … FROM unnest, sinks/timescale/array-params.ts), batches of ${COPY_BATCH_ROWS} rows`,
     baseline: "copy_encode_binary",
     setup: ({ rows }) => {
       const batches = chunks(rows, COPY_BATCH_ROWS);

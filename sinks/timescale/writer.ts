@@ -94,7 +94,7 @@ export interface BatchResult {
  * context, so the database still refuses another tenant's row.
  */
 export const LOADER_ROLE = "millrace_loader";
-const COPY_SQL = "COPY sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure) FROM STDIN (FORMAT binary)";
+export const COPY_SQL = "COPY sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure) FROM STDIN (FORMAT binary)";
 /** Batches of a partition written in insert mode after a duplicate key made its COPY fail. */
 export const INSERT_MODE_BATCHES = 16;
 

@@ -64,7 +64,7 @@ describe("millrace bench --profile smoke", () => {
       if ("error" in a || "skipped" in a) throw new Error(`anchor ${name}: ${JSON.stringify(a)}`);
       expect(positive(a.recordsPerSecond), name).toBe(true);
     }
-    expect(r.sameRows.length).toBeGreaterThanOrEqual(5);
+    expect(r.sameRows.length).toBeGreaterThanOrEqual(6);
     for (const s of r.sameRows) expect(s.equal, s.path).toBe(true);
 
     // The peer is skipped in smoke, and says so.

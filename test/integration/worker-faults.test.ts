@@ -145,8 +145,9 @@ describe("worker under faults (classes 3, 5, 17)", () => {
     const worker = testWorker(plan, db.adminUrl, [topic], { stallAfterMs: 2000 });
     workers.push(worker);
     await worker.start();
-    // A misconfiguration (the writer lost its grant): not a data error, so nothing is dead-lettered.
-    await db.admin.query("REVOKE INSERT ON sensor_data_raw FROM millrace_writer");
+    // A misconfiguration (the writer and its COPY role lost their grant): not a data error, so
+    // nothing is dead-lettered.
+    await db.admin.query("REVOKE INSERT ON sensor_data_raw FROM millrace_writer, millrace_loader");
     try {
       await produce(kafka, topic, Array.from({ length: 100 }, (_, i) => ({ key: "k", value: encodeReading(schemaId, reading(tenant, i, base)) })));
       await waitUntil("readiness to report the failing sink", async () => !worker.ready().ready, 30_000);
@@ -154,7 +155,7 @@ describe("worker under faults (classes 3, 5, 17)", () => {
       expect(retries.values.reduce((n, v) => n + v.value, 0)).toBeGreaterThan(0);
       expect(await stored(db, tenant)).toBe(0);
     } finally {
-      await db.admin.query("GRANT INSERT ON sensor_data_raw TO millrace_writer");
+      await db.admin.query("GRANT INSERT ON sensor_data_raw TO millrace_writer, millrace_loader");
     }
     await waitUntil("all 100 rows once the grant is back", async () => (await stored(db, tenant)) === 100, 60_000);
     const dls = await db.admin.query("SELECT count(*)::int AS n FROM millrace.dead_letters WHERE tenant_id = $1", [tenant]);
