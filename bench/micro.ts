@@ -299,6 +299,7 @@ export async function runMicro(fx: Fixture, opts: { records: number; warmup: num
   const n = inp.values.length;
   const runs = new Map(MICRO_STAGES.map((s) => [s.id, s.setup(inp)]));
   const samples = new Map<string, Array<{ ns: number; cpuUs: number }>>(MICRO_STAGES.map((s) => [s.id, []]));
+  const pairRatios = new Map<string, number[]>(MICRO_STAGES.map((s) => [s.id, []]));
   let sink = 0;
   // Stages with a baseline run interleaved with it; the others alone.
   const groups: string[][] = [];
@@ -314,11 +315,16 @@ export async function runMicro(fx: Fixture, opts: { records: number; warmup: num
     opts.log?.(`micro: ${g.join(" vs ")} (${n} records, ${opts.warmup} warm-up + ${opts.iterations} iterations)`);
     for (let i = 0; i < opts.warmup; i++) for (const id of g) sink += (await once(runs.get(id)!)).sink;
     for (let i = 0; i < opts.iterations; i++) {
+      const ns = new Map<string, number>();
       for (const id of i % 2 ? [...g].reverse() : g) {
         const r = await once(runs.get(id)!);
         sink += r.sink;
         samples.get(id)!.push({ ns: r.ns, cpuUs: r.cpuUs });
+        ns.set(id, r.ns);
       }
+      // A stage's ratio pairs it with its baseline run in the same iteration of the same group (a
+      // stage can also be another stage's baseline, and then runs in two groups).
+      if (g.length === 2) pairRatios.get(g[1]!)!.push(ns.get(g[1]!)! / ns.get(g[0]!)!);
     }
   }
   if (!Number.isFinite(sink)) throw new Error("micro: checksum is not finite");
@@ -337,9 +343,8 @@ export async function runMicro(fx: Fixture, opts: { records: number; warmup: num
       cpuPerWall: wall > 0 ? cpu / wall : 0,
     };
     if (s.baseline && samples.has(s.baseline)) {
-      const base = samples.get(s.baseline)!;
       out.baseline = s.baseline;
-      out.ratioToBaseline = median(xs.map((x, i) => x.ns / base[i]!.ns));
+      out.ratioToBaseline = median(pairRatios.get(s.id)!);
       if (s.maxRatio !== undefined) {
         out.maxRatio = s.maxRatio;
         out.meetsGoal = out.ratioToBaseline <= s.maxRatio;
