@@ -60,11 +60,16 @@ export async function createBenchDatabase(label: string): Promise<BenchDatabase>
   };
 }
 
+/**
+ * The bench's tenants: enterprise tier, so no tier message rate limit slows a drain (a basic-tier
+ * tenant is held to 1,000 readings/s by the repository's topology — every drain but the first was,
+ * until this was set, which made the PostgreSQL-only and profiled drains measure the rate limit).
+ */
 export async function insertTenants(pool: pg.Pool, tenantIds: readonly string[]): Promise<void> {
   for (const t of tenantIds) {
     await pool.query(
-      `INSERT INTO tenants (tenant_id, tenant_name, deployment_type, retention_policy_days, max_equipment, status)
-       VALUES ($1, $2, 'multi-tenant', 30, 10000, 'active') ON CONFLICT (tenant_id) DO NOTHING`,
+      `INSERT INTO tenants (tenant_id, tenant_name, deployment_type, subscription_tier, retention_policy_days, max_equipment, status)
+       VALUES ($1, $2, 'multi-tenant', 'enterprise', 30, 10000, 'active') ON CONFLICT (tenant_id) DO NOTHING`,
       [t, `bench ${t.slice(0, 8)}`],
     );
   }
