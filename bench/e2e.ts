@@ -133,6 +133,30 @@ export interface DrainResult {
   /** Epoch ms: the worker joined; the last record was seen committed. */
   joinedAt: number;
   doneAt: number;
+  /**
+   * Seconds the worker was asked to pause tenants for their tier's message rate limit during the
+   * drain (its millrace_rate_limit_delay_seconds_total); anything above 0 means the drain measured
+   * the rate limit, not the pipeline. null when the worker has no metrics port.
+   */
+  rateLimitedSeconds: number | null;
+}
+
+/** The sum of a counter's samples in a Prometheus text exposition. */
+export function sumCounter(metricsText: string, name: string): number {
+  let sum = 0;
+  for (const line of metricsText.split("\n")) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const v = Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (Number.isFinite(v)) sum += v;
+  }
+  return sum;
+}
+
+async function rateLimitedSeconds(metricsPort: number): Promise<number | null> {
+  if (metricsPort <= 0) return null;
+  const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new Error(`worker metrics: HTTP ${res.status}`);
+  return sumCounter(await res.text(), "millrace_rate_limit_delay_seconds_total");
 }
 
 /** Wait until the worker's log says it joined its group; returns that time (epoch ms). */
@@ -205,6 +229,7 @@ export async function measureDrain(opts: {
   const steadySeconds = firstCommitAt !== undefined && doneAt > firstCommitAt ? (doneAt - firstCommitAt) / 1000 : seconds;
   const cpu = cpuReport(m0, m1, total, pidsCpuSeconds(own0, own1));
   const busy = (mc1.busy - mc0.busy) / cpu.seconds;
+  const limited = await rateLimitedSeconds(opts.worker.metricsPort);
   return {
     records: total,
     seconds,
@@ -219,6 +244,7 @@ export async function measureDrain(opts: {
     joinedAt: joined,
     doneAt,
     backgroundCores: busy - ((cpu.worker ?? 0) + (cpu.postgresCluster ?? 0) + (cpu.kafka ?? 0)) / cpu.seconds,
+    rateLimitedSeconds: limited,
   };
 }
 

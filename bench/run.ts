@@ -446,6 +446,15 @@ export async function runBench(s: BenchSettings, log: (m: string) => void = (m) 
     for (const [path, a] of [["raw COPY", rawCopyR], ["sink COPY", sinkCp], ["sink insert mode", sinkIns], ["staging text", stagingText], ["staging binary", stagingBinary], ["psql \\copy", psql]] as const) if (!("error" in a) && !("skipped" in a)) cmp(path, a.stored);
     if (!("error" in peer) && !("skipped" in peer) && peer.records === s.records) cmp("peer", peer.stored ?? undefined);
     if (e2eChecksum && e2eChecksum.rows !== s.records) notes.push(`the worker stored ${e2eChecksum.rows} rows of ${s.records}`);
+    const drains: Array<[string, DrainResult]> = [];
+    if (!("error" in drain)) drains.push(["e2e", drain]);
+    if (!("error" in drainPgOnly) && !("skipped" in drainPgOnly)) drains.push(["PostgreSQL-only", drainPgOnly]);
+    if (!("error" in profile) && !("skipped" in profile) && profile.drain) drains.push(["profiled", profile.drain]);
+    for (const [what, d] of drains) {
+      if ((d.rateLimitedSeconds ?? 0) > 0) {
+        notes.push(`the ${what} drain was slowed by the tenants' tier rate limit (${d.rateLimitedSeconds!.toFixed(1)} s of pauses): its rate measures the limit, not the pipeline`);
+      }
+    }
 
     const e2eRps = rps(drain);
     const pgOnlyRps = rps(drainPgOnly);

@@ -41,6 +41,8 @@ describe("millrace bench --profile smoke", () => {
     expect(positive(d.recordsPerSecond)).toBe(true);
     expect(positive(d.cpu.worker)).toBe(true);
     expect(positive(d.peakRssBytes)).toBe(true);
+    // No drain measures the tier rate limit instead of the pipeline (the bench's tenants are enterprise).
+    expect(d.rateLimitedSeconds).toBe(0);
     expect(r.e2e.latency).toHaveLength(PROFILES.smoke.latencyFractions.length);
     for (const p of r.e2e.latency) {
       if ("error" in p) throw new Error(`latency phase failed: ${p.error}`);
@@ -57,6 +59,7 @@ describe("millrace bench --profile smoke", () => {
       const po = r.e2e.drainPostgresOnly;
       if ("error" in po || "skipped" in po) throw new Error(`PostgreSQL-only drain: ${JSON.stringify(po)}`);
       expect(positive(po.recordsPerSecond)).toBe(true);
+      expect(po.rateLimitedSeconds).toBe(0);
     }
 
     // Anchors: every one ran and stored the same rows as the worker.
