@@ -4,7 +4,7 @@
  * ratio against its baseline in one run, on the same rows, under the same background load.
  *
  *   git archive <base> | tar -x -C /tmp/base && ln -s $PWD/node_modules /tmp/base/node_modules
- *   node --import tsx bench/ab.ts --roots /tmp/base,. --records 300000 --rounds 3 [--pg-only]
+ *   node --import tsx bench/ab.ts --roots /tmp/base,. --records 300000 --rounds 3 [--pg-only] [--parquet-max-rows 10000]
  *
  * A root may carry node flags for its worker after `@`, space-separated: `.@--max-semi-space-size=32`.
  *
@@ -34,6 +34,8 @@ const { values } = parseArgs({
     tenants: { type: "string", default: "4" },
     partitions: { type: "string", default: "3" },
     "pg-only": { type: "boolean", default: false },
+    // Files closing while the drain runs (as under steady load), instead of after it on idle_flush.
+    "parquet-max-rows": { type: "string" },
     "cpu-prof": { type: "string" },
   },
 });
@@ -51,6 +53,7 @@ function topologyFor(root: string, pgOnly: boolean): string {
   const doc = parseYaml(readFileSync(join(root, "topology.yaml"), "utf8")) as Record<string, Record<string, Record<string, unknown>>>;
   const parquetIds = pgOnly ? Object.entries(doc.sinks ?? {}).filter(([, v]) => v.type === "s3_parquet").map(([k]) => k) : [];
   for (const id of parquetIds) delete doc.sinks![id];
+  if (values["parquet-max-rows"]) for (const v of Object.values(doc.sinks ?? {})) if (v.type === "s3_parquet") v.max_rows = Number(values["parquet-max-rows"]);
   for (const section of ["processors", "sinks"]) {
     for (const c of Object.values(doc[section] ?? {})) {
       if (Array.isArray(c.inputs)) c.inputs = c.inputs.filter((i: unknown) => !parquetIds.includes(String(i)));

@@ -18,10 +18,10 @@ import type { PipelineMetrics } from "../../lib/metrics.ts";
 import {
   abortUploadsOfKey,
   advanceSinkOffset,
-  encodeParquet,
   loadTenantStorage,
   locationObjectKey,
   markUploaded,
+  ParquetEncodePool,
   ParquetRoller,
   parquetStorageConfig,
   PARQUET_SINK,
@@ -66,6 +66,8 @@ interface PartitionStage {
 export class ParquetStage {
   private readonly parts = new Map<string, PartitionStage>();
   private readonly s3: S3ClientCache;
+  /** Parquet encoding in a worker thread, one file at a time. */
+  private readonly encoder = new ParquetEncodePool();
   private readonly config: ParquetStorageConfig;
   private readonly locations = new Map<string, { loc: ParquetLocation; at: number }>();
   private generation = 0;
@@ -305,7 +307,8 @@ export class ParquetStage {
         const loc = await this.locationFor(p.tenantId);
         if (loc.mode === "shared") await this.ensureSharedBucket();
         const firstTime = file.rows.length > 0 ? file.rows.reduce((m, x) => Math.min(m, x.time), Infinity) : 0;
-        const body = await encodeParquet(file.rows, { rowGroupRows: this.plan.rowGroupRows });
+        // Encoded in a worker thread (encode-pool.ts): the worker's main thread goes on ingesting.
+        const body = await this.encoder.encode(file.rows, { rowGroupRows: this.plan.rowGroupRows });
         let entry = plannedEntry;
         // A range planned before (by an earlier owner, or by this one's failed attempt) may have
         // left an incomplete multipart upload of its key: abort it before uploading again.
@@ -435,5 +438,6 @@ export class ParquetStage {
     await Promise.race([all, timeout]);
     this.closedHard = true;
     this.s3.destroy();
+    await this.encoder.close();
   }
 }
