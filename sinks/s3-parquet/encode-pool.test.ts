@@ -33,9 +33,10 @@ describe("Parquet encoding in a worker thread", () => {
   }, 60_000);
 
   it("fails the files waiting on a closed pool, and a new file starts a new thread", async () => {
-    const waiting = pool.encode(rows);
+    // The expectation is attached before the pool is closed: the file fails as close() starts.
+    const waiting = expect(pool.encode(rows)).rejects.toThrow(/closed|exited/);
     await pool.close();
-    await expect(waiting).rejects.toThrow(/closed|exited/);
+    await waiting;
     expect((await pool.encode(rows.slice(0, 5))).equals(await encodeParquet(rows.slice(0, 5)))).toBe(true);
   }, 60_000);
 });
