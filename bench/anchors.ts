@@ -142,11 +142,21 @@ export async function rawCopy(db: BenchDatabase, rowsByTenant: Map<string, Store
   }
 }
 
-/** The sink's per-batch COPY (as millrace_loader, binary, straight into sensor_data_raw), the buffers prebuilt; one connection per tenant. */
-export async function sinkCopy(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number): Promise<AnchorResult> {
-  const work = [...rowsByTenant].map(([tenant, rows]) => ({ tenant, buffers: chunk(rows, batchRows).map((b) => encodeCopyBinary(b, { withOffset: false })) }));
+/**
+ * The sink-like anchors' shared skeleton: per tenant one millrace_writer connection, in parallel,
+ * each running `batch(client, tenant, prepared)` for every prebuilt batch of its tenant's rows.
+ */
+async function perTenantBatches<B>(
+  db: BenchDatabase,
+  rowsByTenant: Map<string, StoredReading[]>,
+  batchRows: number,
+  label: string,
+  prepare: (tenant: string, rows: StoredReading[]) => B,
+  batch: (c: pg.PoolClient, tenant: string, prepared: B) => Promise<void>,
+): Promise<AnchorResult> {
+  const work = [...rowsByTenant].map(([tenant, rows]) => ({ tenant, batches: chunk(rows, batchRows).map((b) => prepare(tenant, b)) }));
   const records = [...rowsByTenant.values()].reduce((a, r) => a + r.length, 0);
-  const writer = createPool({ connectionString: db.adminUrl, role: "millrace_writer", max: work.length, applicationName: "bench-sink-copy" });
+  const writer = createPool({ connectionString: db.adminUrl, role: "millrace_writer", max: work.length, applicationName: `bench-${label}` });
   const clients = await Promise.all(work.map(() => writer.connect()));
   try {
     return await measured(
@@ -157,13 +167,7 @@ export async function sinkCopy(db: BenchDatabase, rowsByTenant: Map<string, Stor
         await Promise.all(
           clients.map(async (c, i) => {
             const w = work[i]!;
-            for (const buf of w.buffers) {
-              await c.query(BEGIN_BATCH);
-              await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [w.tenant]);
-              await c.query(`SET LOCAL ROLE ${LOADER_ROLE}`);
-              await pipeline(Readable.from([buf]), c.query(copyFrom(COPY_SQL)));
-              await c.query("COMMIT");
-            }
+            for (const prepared of w.batches) await batch(c, w.tenant, prepared);
           }),
         );
       },
@@ -173,75 +177,42 @@ export async function sinkCopy(db: BenchDatabase, rowsByTenant: Map<string, Stor
     for (const c of clients) c.release();
     await writer.end();
   }
+}
+
+/** The sink's per-batch COPY (as millrace_loader, binary, straight into sensor_data_raw), the buffers prebuilt; one connection per tenant. */
+export function sinkCopy(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number): Promise<AnchorResult> {
+  return perTenantBatches(db, rowsByTenant, batchRows, "sink-copy", (_t, b) => encodeCopyBinary(b, { withOffset: false }), async (c, tenant, buf) => {
+    await c.query(BEGIN_BATCH);
+    await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
+    await c.query(`SET LOCAL ROLE ${LOADER_ROLE}`);
+    await pipeline(Readable.from([buf]), c.query(copyFrom(COPY_SQL)));
+    await c.query("COMMIT");
+  });
 }
 
 /** The sink's insert mode per batch (RLS, INSERT … SELECT FROM unnest of binary arrays), the parameters prebuilt; one connection per tenant. */
-export async function sinkInsert(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number): Promise<AnchorResult> {
-  const work = [...rowsByTenant].map(([tenant, rows]) => ({ tenant, batches: chunk(rows, batchRows).map((b) => rowValues(tenant, b)) }));
-  const records = [...rowsByTenant.values()].reduce((a, r) => a + r.length, 0);
-  const writer = createPool({ connectionString: db.adminUrl, role: "millrace_writer", max: work.length, applicationName: "bench-sink-insert" });
+export function sinkInsert(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number): Promise<AnchorResult> {
   const sql = insertRowsSql(1);
-  const clients = await Promise.all(work.map(() => writer.connect()));
-  try {
-    return await measured(
-      db,
-      records,
-      clients.length,
-      async () => {
-        await Promise.all(
-          clients.map(async (c, i) => {
-            const w = work[i]!;
-            for (const values of w.batches) {
-              await c.query(BEGIN_BATCH);
-              await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [w.tenant]);
-              await c.query(sql, values);
-              await c.query("COMMIT");
-            }
-          }),
-        );
-      },
-      async () => (await Promise.all(clients.map((c) => c.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")))).map((r) => r.rows[0]!.pid),
-    );
-  } finally {
-    for (const c of clients) c.release();
-    await writer.end();
-  }
+  return perTenantBatches(db, rowsByTenant, batchRows, "sink-insert", (tenant, b) => rowValues(tenant, b), async (c, tenant, values) => {
+    await c.query(BEGIN_BATCH);
+    await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
+    await c.query(sql, values);
+    await c.query("COMMIT");
+  });
 }
 
 /** The sink's former per-batch SQL (RLS, staging, INSERT … SELECT) with text or binary COPY; one connection per tenant. */
-export async function stagingCopy(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number, format: "text" | "binary"): Promise<AnchorResult> {
+export function stagingCopy(db: BenchDatabase, rowsByTenant: Map<string, StoredReading[]>, batchRows: number, format: "text" | "binary"): Promise<AnchorResult> {
   const encode = format === "text" ? (r: StoredReading[]) => encodeCopyRows(r) : (r: StoredReading[]) => encodeCopyBinary(r);
-  const work = [...rowsByTenant].map(([tenant, rows]) => ({ tenant, buffers: chunk(rows, batchRows).map(encode) }));
-  const records = [...rowsByTenant.values()].reduce((a, r) => a + r.length, 0);
-  const writer = createPool({ connectionString: db.adminUrl, role: "millrace_writer", max: work.length, applicationName: `bench-staging-${format}` });
   const copySql = `COPY millrace_stage (${STAGE_COLUMNS.join(", ")}) FROM STDIN${format === "binary" ? " (FORMAT binary)" : ""}`;
-  const clients = await Promise.all(work.map(() => writer.connect()));
-  try {
-    return await measured(
-      db,
-      records,
-      clients.length,
-      async () => {
-        await Promise.all(
-          clients.map(async (c, i) => {
-            const w = work[i]!;
-            for (const buf of w.buffers) {
-              // As the sink: BEGIN with the stage DDL, then the tenant context as a bound parameter.
-              await c.query(`BEGIN; ${STAGE_DDL}`);
-              await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [w.tenant]);
-              await pipeline(Readable.from([buf]), c.query(copyFrom(copySql)));
-              await c.query(MOVE_SQL);
-              await c.query("COMMIT");
-            }
-          }),
-        );
-      },
-      async () => (await Promise.all(clients.map((c) => c.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")))).map((r) => r.rows[0]!.pid),
-    );
-  } finally {
-    for (const c of clients) c.release();
-    await writer.end();
-  }
+  return perTenantBatches(db, rowsByTenant, batchRows, `staging-${format}`, (_t, b) => encode(b), async (c, tenant, buf) => {
+    // As the sink did: BEGIN with the stage DDL, then the tenant context as a bound parameter.
+    await c.query(`BEGIN; ${STAGE_DDL}`);
+    await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
+    await pipeline(Readable.from([buf]), c.query(copyFrom(copySql)));
+    await c.query(MOVE_SQL);
+    await c.query("COMMIT");
+  });
 }
 
 /** `psql \copy` from a file of the same rows (one connection; the time includes starting psql). */
