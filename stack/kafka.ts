@@ -193,7 +193,9 @@ const acl = (principal: string, resourceType: AclResourceTypes, resourceName: st
 /**
  * The ingest worker's ACLs: read every tenant sensor topic, write alerts and dead letters (creating
  * alerts and dead-letter topics on demand, as their publishers do), use any consumer group (the group is a deployment's choice,
- * `--consumer-group`; in production grant just yours), idempotent producing.
+ * `--consumer-group`; in production grant just yours), idempotent producing, and the outbox
+ * relays' transactions (sinks/outbox/relay.ts): transactional ids `millrace-outbox-*` and their
+ * marker offsets on `millrace-outbox-relay` (groups `millrace-outbox-*`, covered by the group ACLs).
  */
 export function workerAcls(user = KAFKA_WORKER_USER): AclEntry[] {
   const T = RT.TOPIC;
@@ -211,6 +213,11 @@ export function workerAcls(user = KAFKA_WORKER_USER): AclEntry[] {
     acl(user, RT.GROUP, "*", PT.LITERAL, O.READ),
     acl(user, RT.GROUP, "*", PT.LITERAL, O.DESCRIBE),
     acl(user, RT.CLUSTER, "kafka-cluster", PT.LITERAL, O.IDEMPOTENT_WRITE),
+    acl(user, RT.TRANSACTIONAL_ID, "millrace-outbox-", P, O.WRITE),
+    acl(user, RT.TRANSACTIONAL_ID, "millrace-outbox-", P, O.DESCRIBE),
+    acl(user, T, "millrace-outbox-relay", PT.LITERAL, O.READ),
+    acl(user, T, "millrace-outbox-relay", PT.LITERAL, O.DESCRIBE),
+    acl(user, T, "millrace-outbox-relay", PT.LITERAL, O.CREATE),
   ];
 }
 

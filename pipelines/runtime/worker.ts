@@ -20,7 +20,8 @@
  * sinks own one destination.
  */
 import { randomUUID } from "node:crypto";
-import { Kafka, logLevel, type Consumer, type EachBatchPayload, type KafkaMessage, type Producer, type Admin } from "kafkajs";
+import { Kafka, logLevel, type Consumer, type EachBatchPayload, type KafkaMessage, type Admin } from "kafkajs";
+import type { RelayKafka } from "../../sinks/outbox/relay.ts";
 import { createKafka, type KafkaAuth } from "../../lib/kafka-client.ts";
 import type pg from "pg";
 import avro from "avsc";
@@ -119,7 +120,6 @@ export class IngestWorker {
   private readonly kafka: Kafka;
   /** Replaced (not resubscribed) when tenant topics are deleted: see {@link replaceKafkaClients}. */
   private consumer: Consumer;
-  private producer: Producer;
   private admin: Admin;
   /** The shared database: control plane, and the store of every shared tenant. */
   private readonly pool: pg.Pool;
@@ -175,12 +175,14 @@ export class IngestWorker {
       logLevel: logLevel.WARN,
       logCreator: () => (entry) => {
         const { message, ...rest } = entry.log;
+        // The outbox relays' transactional producers bound their retries on purpose (a failed send
+        // aborts its transaction; sinks/outbox/relay.ts): kafkajs' warning about it is not news.
+        if (typeof message === "string" && message.startsWith("Limiting retries for the idempotent producer")) return;
         this.log.child({ component: "kafkajs", ns: entry.namespace }).warn(rest, message);
       },
       retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
     });
     this.consumer = this.newConsumer();
-    this.producer = this.newProducer();
     this.admin = this.kafka.admin();
     const poolSettings = {
       role: settings.pgRole,
@@ -255,7 +257,7 @@ export class IngestWorker {
       alerts: alertMetrics
         ? new AlertPublisher({
             pool,
-            ...this.kafkaFacades(),
+            kafka: this.relayKafka(),
             registry: alertRegistry,
             topicPattern: new TopicPattern("alerts-{tenant_id}"),
             maxBatch: dlqPlan.maxBatch,
@@ -268,7 +270,7 @@ export class IngestWorker {
         : undefined,
       dlq: new DeadLetterPublisher({
         pool,
-        ...this.kafkaFacades(),
+        kafka: this.relayKafka(),
         topicPattern: new TopicPattern(dlqPlan.topicPattern),
         maxBatch: dlqPlan.maxBatch,
         intervalMs: dlqPlan.publishIntervalMs,
@@ -358,22 +360,12 @@ export class IngestWorker {
     });
   }
 
-  private newProducer(): Producer {
-    return this.kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      allowAutoTopicCreation: false,
-      // An idempotent producer must not give up on retries, or ordering/dedup guarantees break.
-      retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
-    });
-  }
-
   async start(): Promise<void> {
     await this.pool.query("SELECT 1");
     await this.tenants.refresh();
     await this.pool.query("SELECT millrace.maintain_sensor_partitions()");
     await this.parquet?.start();
-    await Promise.all([this.consumer.connect(), this.producer.connect(), this.admin.connect()]);
+    await Promise.all([this.consumer.connect(), this.admin.connect()]);
     // Webhook targets are loaded before the first batch, so no event published at start-up misses them.
     await this.webhookTargets?.start();
     const topics = await this.tenantTopics();
@@ -529,25 +521,26 @@ export class IngestWorker {
   /**
    * Tenant topics were deleted (a purged tenant). kafkajs clients never forget a topic they have
    * used: every later metadata refresh of that client fails with UNKNOWN_TOPIC_OR_PARTITION and a
-   * commit for it retries without end. So the consumer, the producer and the admin are replaced by
-   * fresh ones (the publishers reach them through {@link kafkaFacades}); the old ones are stopped
-   * and disconnected within bounds. Offsets live in the database, so the new consumer's group
+   * commit for it retries without end. So the consumer and the admin are replaced by fresh ones
+   * (the outbox relays reach the admin through {@link relayKafka}, and renew their own producers
+   * on their next turn); the old ones are stopped and disconnected within bounds. Offsets live in the database, so the new consumer's group
    * generation resumes exactly where the old one stopped.
    */
   private async replaceKafkaClients(topics: string[], removed: string[]): Promise<void> {
-    const old = { consumer: this.consumer, producer: this.producer, admin: this.admin };
+    const old = { consumer: this.consumer, admin: this.admin };
     // First, so that a batch finishing on the old consumer commits no hint for a vanished topic.
     this.subscribedTopics = new Set(topics);
     await bounded(old.consumer.stop(), 15_000, () => this.log.warn("old consumer did not stop within 15 s; disconnecting it"));
     await bounded(old.consumer.disconnect(), 10_000);
     for (const k of [...this.partitions.keys()]) if (removed.includes(k.split("\u0000")[0]!)) this.partitions.delete(k);
-    const producer = this.newProducer();
     const admin = this.kafka.admin();
-    await Promise.all([producer.connect(), admin.connect()]);
-    this.producer = producer;
+    await admin.connect();
     this.admin = admin;
-    void bounded(old.producer.disconnect(), 10_000);
     void bounded(old.admin.disconnect(), 10_000);
+    for (const st of this.stores()) {
+      st.dlq.renew();
+      st.alerts?.renew();
+    }
     this.consumer = this.newConsumer();
     this.joined = false;
     await this.consumer.connect();
@@ -555,11 +548,28 @@ export class IngestWorker {
     this.log.info({ removed }, "tenant topics removed; Kafka clients replaced");
   }
 
-  /** What the outbox publishers use: always the worker's current producer and admin. */
-  private kafkaFacades(): { producer: Pick<Producer, "sendBatch">; admin: Pick<Admin, "listTopics" | "createTopics" | "fetchTopicMetadata"> } {
+  /**
+   * What the outbox relays use: transactional producers of their own (sinks/outbox/relay.ts) and
+   * always the worker's current admin. Their retries are bounded: a send that keeps failing aborts
+   * its transaction, and the relay starts over with a fresh producer (one that has forgotten, say,
+   * a purged tenant's topic).
+   */
+  private relayKafka(): RelayKafka {
     return {
-      producer: { sendBatch: (b) => this.producer.sendBatch(b) },
-      admin: { listTopics: () => this.admin.listTopics(), createTopics: (o) => this.admin.createTopics(o), fetchTopicMetadata: (o) => this.admin.fetchTopicMetadata(o) },
+      transactionalProducer: (transactionalId) =>
+        this.kafka.producer({
+          transactionalId,
+          idempotent: true,
+          maxInFlightRequests: 1,
+          allowAutoTopicCreation: false,
+          retry: { retries: 8, initialRetryTime: 300, maxRetryTime: 10_000 },
+        }),
+      admin: {
+        listTopics: () => this.admin.listTopics(),
+        createTopics: (o) => this.admin.createTopics(o),
+        fetchTopicMetadata: (o) => this.admin.fetchTopicMetadata(o),
+        fetchOffsets: (o) => this.admin.fetchOffsets(o),
+      },
     };
   }
 
@@ -1018,7 +1028,9 @@ export class IngestWorker {
       await Promise.all(
         stores.map((st) => st.dlq.flush().catch((err: unknown) => this.log.warn({ err, store: st.name }, "dead-letter flush at shutdown failed; they stay in the outbox"))),
       );
-      await bounded(Promise.allSettled([this.consumer.disconnect(), this.producer.disconnect(), this.admin.disconnect()]), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "Kafka clients did not disconnect in time; shutting down anyway"));
+      // Give up the outboxes' lead (another replica takes it on its next turn) and their producers.
+      await bounded(Promise.allSettled(stores.flatMap((st) => [st.dlq.close(), st.alerts?.close()])), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "outbox relays did not close in time; shutting down anyway"));
+      await bounded(Promise.allSettled([this.consumer.disconnect(), this.admin.disconnect()]), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "Kafka clients did not disconnect in time; shutting down anyway"));
       await this.databases.end();
       await this.pool.end().catch(() => {});
     })();

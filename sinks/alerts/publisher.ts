@@ -1,26 +1,20 @@
 /**
  * Publishes alert events from the outbox (millrace.alerts_outbox, written in the same transaction
  * as the batch whose readings caused them) to the tenant's alerts topic, `alerts-{tenant_id}`,
- * Avro-encoded in the Confluent wire format, then marks them published.
- *
- * Exactly once in the database, at-least-once on the topic: a crash after Kafka acknowledged a
- * record but before the row was marked publishes it again on restart, with the same key
- * (alert_id) and the same `millrace.alert.event_id` header (`{alert_id}/{seq}`), so a consumer
- * drops the repeat. The schema is registered once per subject (`alerts-{tenant_id}-value`) and its
- * id cached; every message is encoded locally, with no registry call.
- *
- * One publisher at a time across replicas (a transaction-level advisory try-lock): the outbox is
- * sent in (created_at, alert_id, seq) order by one idempotent producer, so the steps of an alarm
- * reach its partition in order. Another replica finding the lock taken skips its turn.
+ * Avro-encoded in the Confluent wire format, exactly once (sinks/outbox/relay.ts): one leader per
+ * database sends the outbox in (created_at, alert_id, seq) order in Kafka transactions, so the
+ * steps of an alarm reach its partition in order, each once. Every record also carries the
+ * `millrace.alert.event_id` header (`{alert_id}/{seq}`) and the alert id as key. The schema is
+ * registered once per subject (`alerts-{tenant_id}-value`) and its id cached; every message is
+ * encoded locally, with no registry call.
  *
  * After a batch is marked published, `onPublished` gets its events (webhooks): fire-and-forget,
  * it cannot slow or fail publishing.
  */
 import type { Registrar } from "../../lib/registry-repair.ts";
-import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
-import { OutboxPump } from "../outbox/pump.ts";
+import { OutboxRelay, type RelayBatch, type RelayKafka } from "../outbox/relay.ts";
 import { SchemaType } from "@kafkajs/confluent-schema-registry";
-import type { Admin, Producer } from "kafkajs";
+import type { TopicMessages } from "kafkajs";
 import type pg from "pg";
 import client from "prom-client";
 import type { Logger } from "../../lib/log.ts";
@@ -49,8 +43,7 @@ export class AlertPublisherMetrics {
 
 export interface AlertPublisherOptions {
   pool: pg.Pool;
-  producer: Pick<Producer, "sendBatch">;
-  admin: Pick<Admin, "listTopics" | "createTopics" | "fetchTopicMetadata">;
+  kafka: RelayKafka;
   registry: AlertSchemaRegistrar;
   /** `alerts-{tenant_id}`. */
   topicPattern: TopicPattern;
@@ -62,6 +55,8 @@ export interface AlertPublisherOptions {
   metrics?: AlertPublisherMetrics;
   /** Called with each batch after it is marked published; must not throw or block (webhooks). */
   onPublished?: (events: readonly AlertEvent[]) => void;
+  /** See {@link OutboxRelayOptions.leaderIdleTimeoutMs}. */
+  leaderIdleTimeoutMs?: number;
 }
 
 interface OutboxRow {
@@ -71,12 +66,11 @@ interface OutboxRow {
   event: AlertEvent;
 }
 
-export class AlertPublisher extends OutboxPump {
-  private readonly knownTopics = new Set<string>();
+export class AlertPublisher extends OutboxRelay<OutboxRow> {
   private readonly schemaIds = new Map<string, Promise<number>>();
 
   constructor(private readonly o: AlertPublisherOptions) {
-    super(o);
+    super({ ...o, kind: "alerts", lockKey: PUBLISH_LOCK });
   }
 
   protected onDrainError(err: unknown): void {
@@ -95,77 +89,72 @@ export class AlertPublisher extends OutboxPump {
     return id;
   }
 
-  private async ensureTopics(topics: string[]): Promise<void> {
-    const missing = topics.filter((t) => !this.knownTopics.has(t));
-    if (missing.length === 0) return;
-    await createTopicsAndWait(this.o.admin, missing.map((topic) => ({ topic, numPartitions: this.o.partitions })));
-    for (const t of missing) this.knownTopics.add(t);
+  protected async claim(c: pg.ClientBase, limit: number): Promise<{ batch: string; rows: OutboxRow[] }> {
+    const res = await c.query<OutboxRow & { relay_batch: string }>(
+      `WITH b AS (SELECT nextval('millrace.outbox_relay_batch') AS n),
+       s AS (SELECT alert_id, seq FROM millrace.alerts_outbox
+             WHERE published_at IS NULL AND publish_error IS NULL AND relay_batch IS NULL
+             ORDER BY created_at, alert_id, seq LIMIT $1),
+       u AS (UPDATE millrace.alerts_outbox o SET relay_batch = (SELECT n FROM b)
+             FROM s WHERE o.alert_id = s.alert_id AND o.seq = s.seq
+             RETURNING o.alert_id, o.seq, o.tenant_id, o.event, o.created_at, o.relay_batch)
+       SELECT alert_id, seq, tenant_id, event, relay_batch::text FROM u ORDER BY created_at, alert_id, seq`,
+      [limit],
+    );
+    return { batch: res.rows[0]?.relay_batch ?? "", rows: res.rows };
   }
 
-  /** One batch: claim, encode, send, mark; all or nothing (except events set aside as unencodable). */
-  protected async publishOnce(): Promise<number> {
-    const c = await this.o.pool.connect();
-    let broken: Error | undefined;
-    try {
-      await c.query("BEGIN");
-      const lock = await c.query<{ ok: boolean }>("SELECT pg_try_advisory_xact_lock($1, $2) AS ok", [...PUBLISH_LOCK]);
-      if (!lock.rows[0]!.ok) {
-        await c.query("COMMIT");
-        return 0;
+  /** Encode a claimed batch; an event that does not fit the schema is set aside (publish_error), never blocking the rest. */
+  protected async encode(c: pg.ClientBase, rows: OutboxRow[]): Promise<RelayBatch<OutboxRow>> {
+    const type = alertEventType();
+    const byTopic = new Map<string, AlertRecord[]>();
+    const sent: OutboxRow[] = [];
+    for (const r of rows) {
+      const topic = this.o.topicPattern.topicFor(r.tenant_id);
+      let rec: AlertRecord;
+      try {
+        rec = encodeAlertEvent(r.event, await this.schemaId(alertSubject(topic)), type);
+      } catch (err) {
+        if (!(err instanceof AlertEncodeError)) throw err;
+        await c.query("UPDATE millrace.alerts_outbox SET publish_error = $3 WHERE alert_id = $1 AND seq = $2", [r.alert_id, r.seq, err.message]);
+        this.o.metrics?.encodeErrors.inc({ tenant: r.tenant_id });
+        this.o.log.error({ err, alert: r.alert_id, seq: r.seq }, "alert event does not fit its schema; set aside");
+        continue;
       }
-      const res = await c.query<OutboxRow>(
-        `SELECT alert_id, seq, tenant_id, event FROM millrace.alerts_outbox
-         WHERE published_at IS NULL AND publish_error IS NULL
-         ORDER BY created_at, alert_id, seq LIMIT $1 FOR UPDATE`,
-        [this.o.maxBatch],
-      );
-      if (res.rows.length === 0) {
-        await c.query("COMMIT");
-        return 0;
-      }
-      const type = alertEventType();
-      const byTopic = new Map<string, AlertRecord[]>();
-      const sent: OutboxRow[] = [];
-      for (const r of res.rows) {
-        const topic = this.o.topicPattern.topicFor(r.tenant_id);
-        let rec: AlertRecord;
-        try {
-          rec = encodeAlertEvent(r.event, await this.schemaId(alertSubject(topic)), type);
-        } catch (err) {
-          if (!(err instanceof AlertEncodeError)) throw err;
-          await c.query("UPDATE millrace.alerts_outbox SET publish_error = $3 WHERE alert_id = $1 AND seq = $2", [r.alert_id, r.seq, err.message]);
-          this.o.metrics?.encodeErrors.inc({ tenant: r.tenant_id });
-          this.o.log.error({ err, alert: r.alert_id, seq: r.seq }, "alert event does not fit its schema; set aside");
-          continue;
-        }
-        byTopic.set(topic, [...(byTopic.get(topic) ?? []), rec]);
-        sent.push(r);
-      }
-      if (sent.length > 0) {
-        await this.ensureTopics([...byTopic.keys()]);
-        await this.o.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
-        await c.query(
+      let list = byTopic.get(topic);
+      if (!list) byTopic.set(topic, (list = []));
+      list.push(rec);
+      sent.push(r);
+    }
+    const topicMessages: TopicMessages[] = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+    return { rows: sent, topicMessages };
+  }
+
+  protected async markPublished(c: pg.ClientBase, batch: string): Promise<void> {
+    await c.query("UPDATE millrace.alerts_outbox SET published_at = now() WHERE relay_batch = $1 AND published_at IS NULL AND publish_error IS NULL", [batch]);
+  }
+
+  protected async recover(c: pg.ClientBase, delivered: string | null): Promise<OutboxRow[]> {
+    const done = delivered === null
+      ? []
+      : (await c.query<OutboxRow>(
           `UPDATE millrace.alerts_outbox SET published_at = now()
-           WHERE (alert_id, seq) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))`,
-          [sent.map((r) => r.alert_id), sent.map((r) => r.seq)],
-        );
+           WHERE published_at IS NULL AND publish_error IS NULL AND relay_batch IS NOT NULL AND relay_batch <= $1
+           RETURNING alert_id, seq, tenant_id, event`,
+          [delivered],
+        )).rows;
+    await c.query("UPDATE millrace.alerts_outbox SET relay_batch = NULL WHERE published_at IS NULL AND relay_batch IS NOT NULL");
+    return done;
+  }
+
+  protected published(rows: OutboxRow[]): void {
+    for (const r of rows) this.o.metrics?.published.inc({ tenant: r.tenant_id });
+    if (rows.length > 0 && this.o.onPublished) {
+      try {
+        this.o.onPublished(rows.map((r) => r.event));
+      } catch (err) {
+        this.o.log.warn({ err }, "onPublished hook threw (ignored)");
       }
-      await c.query("COMMIT");
-      for (const r of sent) this.o.metrics?.published.inc({ tenant: r.tenant_id });
-      this.lastError = undefined;
-      if (sent.length > 0 && this.o.onPublished) {
-        try {
-          this.o.onPublished(sent.map((r) => r.event));
-        } catch (err) {
-          this.o.log.warn({ err }, "onPublished hook threw (ignored)");
-        }
-      }
-      return res.rows.length;
-    } catch (err) {
-      await c.query("ROLLBACK").catch((e: unknown) => (broken = e as Error));
-      throw err;
-    } finally {
-      c.release(broken);
     }
   }
 }

@@ -1,15 +1,12 @@
 /**
  * Publishes dead letters from the outbox (millrace.dead_letters, written in the same transaction
- * as the batch they came from) to the tenant's dead-letter topic, then marks them published.
- *
- * Delivery to the topic is at-least-once: a crash after Kafka acknowledged a record but before the
- * row was marked publishes it again on restart, with the same `millrace.dlq.id` header and the same
- * key, so a reader can drop the repeat. The outbox itself holds each dead letter exactly once.
- * Several workers may publish at the same time: rows are claimed with FOR UPDATE SKIP LOCKED.
+ * as the batch they came from) to the tenant's dead-letter topic, exactly once
+ * (sinks/outbox/relay.ts): one leader per database claims batches in (created_at, source
+ * position) order and sends each in a Kafka transaction, then marks the rows published. Each
+ * record keeps its original key and bytes; `millrace.dlq.id` (`topic/partition/offset`) names
+ * its source.
  */
-import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
-import { OutboxPump } from "../outbox/pump.ts";
-import type { Admin, Producer } from "kafkajs";
+import { OutboxRelay, type RelayBatch, type RelayKafka } from "../outbox/relay.ts";
 import type pg from "pg";
 import type { Logger } from "../../lib/log.ts";
 import type { PipelineMetrics } from "../../lib/metrics.ts";
@@ -36,21 +33,26 @@ interface OutboxRow {
 
 export interface DeadLetterPublisherOptions {
   pool: pg.Pool;
-  producer: Pick<Producer, "sendBatch">;
-  admin: Pick<Admin, "listTopics" | "createTopics" | "fetchTopicMetadata">;
+  kafka: RelayKafka;
   topicPattern: TopicPattern;
   maxBatch: number;
   intervalMs: number;
   partitions: number;
   log: Logger;
   metrics: PipelineMetrics;
+  /** See {@link OutboxRelayOptions.leaderIdleTimeoutMs}. */
+  leaderIdleTimeoutMs?: number;
 }
 
-export class DeadLetterPublisher extends OutboxPump {
-  private readonly knownTopics = new Set<string>();
+/** Advisory lock class 'dlqp': the single active dead-letter publisher. */
+const PUBLISH_LOCK = [0x646c7170, 0] as const;
 
+const COLUMNS = `source_topic, source_partition, source_offset, tenant_id, reason, stage, message, schema_id,
+  record_key, record_value, record_headers, record_timestamp`;
+
+export class DeadLetterPublisher extends OutboxRelay<OutboxRow> {
   constructor(private readonly o: DeadLetterPublisherOptions) {
-    super(o);
+    super({ ...o, kind: "dead_letters", lockKey: PUBLISH_LOCK });
   }
 
   protected onDrainError(err: unknown): void {
@@ -61,79 +63,73 @@ export class DeadLetterPublisher extends OutboxPump {
     return row.tenant_id ? this.o.topicPattern.topicFor(row.tenant_id) : UNROUTABLE_DLQ_TOPIC;
   }
 
-  private async ensureTopics(topics: string[]): Promise<void> {
-    const missing = topics.filter((t) => !this.knownTopics.has(t));
-    if (missing.length === 0) return;
-    // Tenant provisioning creates dead-letter topics; this only covers topics made before it did.
-    const existing = new Set(await this.o.admin.listTopics());
-    const create = missing.filter((t) => !existing.has(t));
-    if (create.length > 0) {
-      await createTopicsAndWait(this.o.admin, create.map((topic) => ({ topic, numPartitions: this.o.partitions })));
-    }
-    for (const t of missing) this.knownTopics.add(t);
+  protected async claim(c: pg.ClientBase, limit: number): Promise<{ batch: string; rows: OutboxRow[] }> {
+    const res = await c.query<OutboxRow & { relay_batch: string }>(
+      `WITH b AS (SELECT nextval('millrace.outbox_relay_batch') AS n),
+       s AS (SELECT source_topic, source_partition, source_offset FROM millrace.dead_letters
+             WHERE published_at IS NULL AND relay_batch IS NULL
+             ORDER BY created_at, source_topic, source_partition, source_offset LIMIT $1),
+       u AS (UPDATE millrace.dead_letters d SET relay_batch = (SELECT n FROM b)
+             FROM s WHERE d.source_topic = s.source_topic AND d.source_partition = s.source_partition AND d.source_offset = s.source_offset
+             RETURNING d.created_at, d.relay_batch, ${COLUMNS.split(",").map((x) => `d.${x.trim()}`).join(", ")})
+       SELECT relay_batch::text, ${COLUMNS} FROM u ORDER BY created_at, source_topic, source_partition, source_offset`,
+      [limit],
+    );
+    return { batch: res.rows[0]?.relay_batch ?? "", rows: res.rows };
   }
 
-  protected async publishOnce(): Promise<number> {
-    const client = await this.o.pool.connect();
-    try {
-      await client.query("BEGIN");
-      const res = await client.query<OutboxRow>(
-        `SELECT source_topic, source_partition, source_offset, tenant_id, reason, stage, message, schema_id,
-                record_key, record_value, record_headers, record_timestamp
-         FROM millrace.dead_letters WHERE published_at IS NULL
-         ORDER BY created_at, source_topic, source_partition, source_offset
-         LIMIT $1 FOR UPDATE SKIP LOCKED`,
-        [this.o.maxBatch],
-      );
-      if (res.rows.length === 0) {
-        await client.query("COMMIT");
-        return 0;
-      }
-      const byTopic = new Map<string, OutboxRow[]>();
-      for (const r of res.rows) {
-        const t = this.topicFor(r);
-        byTopic.set(t, [...(byTopic.get(t) ?? []), r]);
-      }
-      await this.ensureTopics([...byTopic.keys()]);
-      await this.o.producer.sendBatch({
-        acks: -1,
-        topicMessages: [...byTopic].map(([topic, rows]) => ({
-          topic,
-          messages: rows.map((r) => ({
-            key: r.record_key,
-            value: r.record_value,
-            timestamp: r.record_timestamp ? String(r.record_timestamp.getTime()) : undefined,
-            headers: deadLetterHeaders(
-              {
-                sourceTopic: r.source_topic,
-                sourcePartition: r.source_partition,
-                sourceOffset: Number(r.source_offset),
-                tenantId: r.tenant_id,
-                reason: r.reason,
-                stage: r.stage,
-                message: r.message,
-                schemaId: r.schema_id,
-                timestamp: r.record_timestamp ? r.record_timestamp.getTime() : null,
-              },
-              r.record_headers,
-            ),
-          })),
-        })),
-      });
-      await client.query(
-        `UPDATE millrace.dead_letters SET published_at = now()
-         WHERE (source_topic, source_partition, source_offset) IN (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]))`,
-        [res.rows.map((r) => r.source_topic), res.rows.map((r) => r.source_partition), res.rows.map((r) => r.source_offset)],
-      );
-      await client.query("COMMIT");
-      for (const r of res.rows) this.o.metrics.deadLettersPublished.inc({ tenant: r.tenant_id ?? "unknown" });
-      this.lastError = undefined;
-      return res.rows.length;
-    } catch (err) {
-      await client.query("ROLLBACK").catch(() => {});
-      throw err;
-    } finally {
-      client.release();
+  protected encode(_c: pg.ClientBase, rows: OutboxRow[]): Promise<RelayBatch<OutboxRow>> {
+    const byTopic = new Map<string, OutboxRow[]>();
+    for (const r of rows) {
+      const t = this.topicFor(r);
+      let list = byTopic.get(t);
+      if (!list) byTopic.set(t, (list = []));
+      list.push(r);
     }
+    return Promise.resolve({
+      rows,
+      topicMessages: [...byTopic].map(([topic, list]) => ({
+        topic,
+        messages: list.map((r) => ({
+          key: r.record_key,
+          value: r.record_value,
+          timestamp: r.record_timestamp ? String(r.record_timestamp.getTime()) : undefined,
+          headers: deadLetterHeaders(
+            {
+              sourceTopic: r.source_topic,
+              sourcePartition: r.source_partition,
+              sourceOffset: Number(r.source_offset),
+              tenantId: r.tenant_id,
+              reason: r.reason,
+              stage: r.stage,
+              message: r.message,
+              schemaId: r.schema_id,
+              timestamp: r.record_timestamp ? r.record_timestamp.getTime() : null,
+            },
+            r.record_headers,
+          ),
+        })),
+      })),
+    });
+  }
+
+  protected async markPublished(c: pg.ClientBase, batch: string): Promise<void> {
+    await c.query("UPDATE millrace.dead_letters SET published_at = now() WHERE relay_batch = $1 AND published_at IS NULL", [batch]);
+  }
+
+  protected async recover(c: pg.ClientBase, delivered: string | null): Promise<OutboxRow[]> {
+    const done = delivered === null
+      ? []
+      : (await c.query<OutboxRow>(
+          `UPDATE millrace.dead_letters SET published_at = now()
+           WHERE published_at IS NULL AND relay_batch IS NOT NULL AND relay_batch <= $1 RETURNING ${COLUMNS}`,
+          [delivered],
+        )).rows;
+    await c.query("UPDATE millrace.dead_letters SET relay_batch = NULL WHERE published_at IS NULL AND relay_batch IS NOT NULL");
+    return done;
+  }
+
+  protected published(rows: OutboxRow[]): void {
+    for (const r of rows) this.o.metrics.deadLettersPublished.inc({ tenant: r.tenant_id ?? "unknown" });
   }
 }

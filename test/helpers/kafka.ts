@@ -82,3 +82,49 @@ export function header(m: KafkaMessage, name: string): string | undefined {
   if (v === undefined) return undefined;
   return Buffer.isBuffer(v) ? v.toString("utf8") : Array.isArray(v) ? String(v[0]) : String(v);
 }
+
+/**
+ * Every committed record of `topic`, exactly: a sentinel is produced to each partition after the
+ * writers under test are done, and the topic is read (read_committed, kafkajs' default) until each
+ * partition's sentinel arrives — so a duplicate published before the sentinels cannot be missed,
+ * and nothing waits on a quiet period. Sentinels are not returned.
+ */
+export async function consumeToSentinels(kafka: Kafka, admin: Admin, topic: string, timeoutMs = 60_000): Promise<KafkaMessage[]> {
+  const partitions = (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]!.partitions.map((p) => p.partitionId);
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  const mark = `sentinel-${Date.now()}-${Math.random()}`;
+  try {
+    await producer.send({ topic, acks: -1, messages: partitions.map((partition) => ({ partition, value: null, headers: { "test.sentinel": mark } })) });
+  } finally {
+    await producer.disconnect();
+  }
+  const consumer = kafka.consumer({ groupId: `reader-${topic}-${Date.now()}-${Math.random()}` });
+  const got: KafkaMessage[] = [];
+  const seen = new Set<number>();
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    let done: () => void = () => {};
+    const finished = new Promise<void>((r) => (done = r));
+    await consumer.run({
+      eachMessage: async ({ partition, message }) => {
+        if (header(message, "test.sentinel") === mark) {
+          seen.add(partition);
+          if (seen.size === partitions.length) done();
+        } else if (!seen.has(partition) && header(message, "test.sentinel") === undefined) {
+          got.push(message);
+        }
+      },
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((_, rej) => {
+      timer = setTimeout(() => rej(new Error(`read ${got.length} records of ${topic} but the sentinels of partitions ${partitions.filter((p) => !seen.has(p)).join(", ")} did not arrive within ${timeoutMs} ms`)), timeoutMs);
+      timer.unref();
+    });
+    await Promise.race([finished, timeout]).finally(() => clearTimeout(timer));
+    return got;
+  } finally {
+    await consumer.disconnect();
+  }
+}

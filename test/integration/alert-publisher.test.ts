@@ -1,16 +1,18 @@
 /**
  * The alert publisher against the real stack: outbox → alerts-{tenant} (Avro through the schema
- * registry, one registration per subject), marked published, at-least-once with a stable event id,
- * two replicas publishing at once without duplicates or reordering, and webhooks delivered
- * (with retries) from what was published.
+ * registry, one registration per subject), marked published, exactly once on the topic (a mark lost
+ * after Kafka's commit, and a leader fenced in the middle of its transaction), two replicas
+ * publishing at once without duplicates or reordering, and webhooks delivered (with retries) from
+ * what was published.
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { SchemaRegistry } from "@kafkajs/confluent-schema-registry";
-import type { Admin, Kafka, KafkaMessage, Producer } from "kafkajs";
+import type { Admin, Kafka, KafkaMessage } from "kafkajs";
+import type pg from "pg";
 import client from "prom-client";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { requireEnv } from "../../lib/env.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { persistAlarmChanges } from "../../pipelines/processors/alarm-store.ts";
@@ -19,10 +21,10 @@ import { pgAlarmStateSource, ThresholdEvaluator } from "../../pipelines/processo
 import { TopicPattern } from "../../pipelines/runtime/tenant-directory.ts";
 import type { AlertEvent } from "../../schemas/generated.ts";
 import { decodeAlertEvent } from "../../sinks/alerts/encode.ts";
-import { AlertPublisher, AlertPublisherMetrics, type AlertSchemaRegistrar } from "../../sinks/alerts/publisher.ts";
+import { AlertPublisher, AlertPublisherMetrics, type AlertPublisherOptions, type AlertSchemaRegistrar } from "../../sinks/alerts/publisher.ts";
 import { PgWebhookTargets, WebhookMetrics, WebhookNotifier } from "../../sinks/alerts/webhooks.ts";
 import { createTestDatabase, insertTenant, type TestDatabase } from "../helpers/db.ts";
-import { consumeAll, header, testKafka } from "../helpers/kafka.ts";
+import { consumeToSentinels, header, testKafka } from "../helpers/kafka.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import { createTopicsAndWait } from "../../lib/kafka-topics.ts";
 
@@ -32,7 +34,7 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
   let db: TestDatabase;
   let kafka: Kafka;
   let admin: Admin;
-  const producers: Producer[] = [];
+  const publishers: AlertPublisher[] = [];
   const tenant = randomUUID();
   const topic = `alerts-${tenant}`;
   let hook: Server;
@@ -87,7 +89,6 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
     await new PgQuotaStore(db.writer).admit(tenant, ["a", "b", "c", "d"]);
   });
   afterAll(async () => {
-    await Promise.all(producers.map((p) => p.disconnect()));
     await admin?.deleteTopics({ topics: [topic] }).catch(() => {});
     await admin?.disconnect();
     hook?.closeAllConnections();
@@ -95,14 +96,15 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
     await db?.drop();
   });
 
-  const publisher = async (o: { onPublished?: (e: readonly AlertEvent[]) => void; metrics?: AlertPublisherMetrics } = {}) => {
-    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
-    await producer.connect();
-    producers.push(producer);
-    return new AlertPublisher({
+  // One leader per database: every test's publishers give the lead back when it ends.
+  afterEach(async () => {
+    await Promise.all(publishers.splice(0).map((p) => p.close()));
+  });
+
+  type PublisherOptions = { onPublished?: (e: readonly AlertEvent[]) => void; metrics?: AlertPublisherMetrics };
+  const options = (o: PublisherOptions = {}): AlertPublisherOptions => ({
       pool: db.writer,
-      producer,
-      admin,
+      kafka: { transactionalProducer: (transactionalId) => kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false }), admin },
       registry,
       topicPattern: new TopicPattern("alerts-{tenant_id}"),
       maxBatch: 2,
@@ -110,7 +112,11 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
       partitions: 3,
       log: silentLogger,
       ...o,
-    });
+  });
+  const publisher = (o: PublisherOptions = {}): AlertPublisher => {
+    const p = new AlertPublisher(options(o));
+    publishers.push(p);
+    return p;
   };
   const steps = (ms: KafkaMessage[]) => ms.map((m) => decodeAlertEvent(m.value!).event).filter((e) => e.kind === "threshold").map((e) => `${e.seq}:${e.step}`);
 
@@ -120,7 +126,7 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
     const notifier = new WebhookNotifier({ targets, initialDelayMs: 20, metrics: new WebhookMetrics(webhookRegistry) });
     const metricsRegistry = new client.Registry();
     const metrics = new AlertPublisherMetrics(metricsRegistry);
-    const [a, b] = [await publisher({ onPublished: (e) => notifier.notify(e), metrics }), await publisher({ onPublished: (e) => notifier.notify(e), metrics })];
+    const [a, b] = [publisher({ onPublished: (e) => notifier.notify(e), metrics }), publisher({ onPublished: (e) => notifier.notify(e), metrics })];
     const published = await Promise.all([a.drain(), b.drain(), a.drain(), b.drain()]);
     await waitUntil("the outbox to be empty", async () => {
       await Promise.all([a.drain(), b.drain()]);
@@ -129,7 +135,7 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
     }, 30_000);
     expect(published.reduce((x, y) => x + y, 0)).toBeLessThanOrEqual(5);
 
-    const messages = await consumeAll(kafka, topic, 5, 60_000);
+    const messages = await consumeToSentinels(kafka, admin, topic);
     expect(messages).toHaveLength(5);
     const events = messages.map((m) => decodeAlertEvent(m.value!));
     const outbox = (await db.admin.query<{ event: AlertEvent }>("SELECT event FROM millrace.alerts_outbox")).rows.map((r) => r.event);
@@ -153,20 +159,96 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
     await notifier.stop();
   });
 
-  it("a crash between Kafka's ack and marking published republishes with the same event id (at-least-once), and nothing else", async () => {
-    await db.admin.query("UPDATE millrace.alerts_outbox SET published_at = NULL WHERE seq IN (1, 2) AND event->>'kind' = 'threshold'");
-    const p = await publisher();
-    expect(await p.drain()).toBe(2);
-    const messages = await consumeAll(kafka, topic, 7, 60_000);
-    const ids = messages.map((m) => header(m, "millrace.alert.event_id")!);
-    expect(ids).toHaveLength(7);
-    expect(new Set(ids).size).toBe(5); // a consumer de-duplicating on event_id sees each event once
+  /** Outbox events of a new alarm (raised, cleared) for equipment `eq`; returns their event ids. */
+  const newAlarm = async (eq: string): Promise<string[]> => {
+    const ev = new ThresholdEvaluator({
+      source: pgAlarmStateSource(() => db.writer, db.writer),
+      defaults: [{ id: "vibration_high", name: "Vibration high", measure: "vibration", comparison: "above", levels: [{ severity: "warning", threshold: 1 }], sustainMs: 0, deadband: 0.1, clearSustainMs: 0 }],
+      rulesRefreshMs: 60_000,
+    });
+    const rows = [2, 0.5].map((v, i) => ({ time: T0 + i * 1000, equipmentId: eq, facilityId: "plant-1", vibration: v }));
+    await ev.prepare("p", tenant, rows);
+    const changes = ev.evaluate("p", tenant, rows);
+    const c = await db.writer.connect();
+    await c.query("BEGIN");
+    await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
+    await persistAlarmChanges(c, tenant, changes);
+    await c.query("COMMIT");
+    c.release();
+    const r = await db.admin.query<{ id: string }>("SELECT event->>'event_id' AS id FROM millrace.alerts_outbox WHERE published_at IS NULL AND publish_error IS NULL ORDER BY seq");
+    expect(r.rows).toHaveLength(2);
+    return r.rows.map((x) => x.id);
+  };
+  const unpublished = async () => (await db.admin.query("SELECT count(*)::int AS n FROM millrace.alerts_outbox WHERE published_at IS NULL AND publish_error IS NULL")).rows[0].n as number;
+  /** Each event id on the topic, with how many records carry it. */
+  const onTopic = async () => {
+    const counts = new Map<string, number>();
+    for (const m of await consumeToSentinels(kafka, admin, topic)) {
+      const id = header(m, "millrace.alert.event_id")!;
+      counts.set(id, (counts.get(id) ?? 0) + 1);
+    }
+    return counts;
+  };
+
+  it("the mark is lost after Kafka committed the batch: the next leader marks it from the marker and sends nothing twice", async () => {
+    const ids = await newAlarm("press-lost-mark");
+    class LosesMark extends AlertPublisher {
+      lost = 0;
+      protected override async markPublished(c: pg.ClientBase, batch: string): Promise<void> {
+        if (this.lost++ === 0) throw new Error("connection lost after Kafka's commit (test)");
+        return super.markPublished(c, batch);
+      }
+    }
+    const p = new LosesMark(options());
+    publishers.push(p);
+    await expect(p.drain()).rejects.toThrow(/connection lost after Kafka's commit/);
+    expect(p.leading).toBe(false); // it gave up the lead
+    expect(await unpublished()).toBe(2);
+    expect(await p.drain()).toBe(0); // a new lead: recovered from the marker, nothing left to send
+    expect(await unpublished()).toBe(0);
+    const counts = await onTopic();
+    for (const id of ids) expect(counts.get(id)).toBe(1);
+    expect([...counts.values()].every((n) => n === 1)).toBe(true);
+  });
+
+  it("a leader cut off in the middle of its transaction is fenced: the new leader sends the batch, the old one's commit is refused, every event once", async () => {
+    const ids = await newAlarm("press-fenced");
+    let inside: () => void = () => {};
+    const reachedCommit = new Promise<void>((r) => (inside = r));
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    class Stalls extends AlertPublisher {
+      protected override async beforeCommit(): Promise<void> {
+        inside();
+        await held;
+      }
+    }
+    const zombie = new Stalls(options());
+    publishers.push(zombie);
+    const zombieDrain = zombie.drain().then(() => "finished", (err: unknown) => (err as Error).message);
+    await reachedCommit;
+    // Its PostgreSQL session ends (as idle_session_timeout or a network cut would end it): the lead is free.
+    const killed = await db.admin.query<{ ok: boolean }>(
+      "SELECT pg_terminate_backend(pid) AS ok FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND granted",
+      [0x616c7274],
+    );
+    expect(killed.rows.map((r) => r.ok)).toEqual([true]);
+    const successor = publisher();
+    await waitUntil("the successor to take the lead and publish the batch", async () => {
+      await successor.drain().catch(() => 0);
+      return (await unpublished()) === 0;
+    }, 60_000);
+    release();
+    expect(await zombieDrain).toMatch(/fenc|epoch|producer/i);
+    const counts = await onTopic();
+    for (const id of ids) expect(counts.get(id)).toBe(1);
+    expect([...counts.values()].every((n) => n === 1)).toBe(true);
   });
 
   it("an event that does not fit the schema is set aside (publish_error) and does not block the rest", async () => {
     const bad = randomUUID();
     await db.admin.query("INSERT INTO millrace.alerts_outbox (alert_id, seq, tenant_id, event) VALUES ($1, 1, $2, '{\"step\": \"nonsense\"}')", [bad, tenant]);
-    const p = await publisher();
+    const p = publisher();
     await p.drain();
     const r = await db.admin.query("SELECT published_at, publish_error FROM millrace.alerts_outbox WHERE alert_id = $1", [bad]);
     expect(r.rows[0].published_at).toBeNull();
