@@ -80,13 +80,20 @@ async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Pro
   }
 }
 
+/**
+ * Columns that mean something only in their own database, left out of a move: `relay_batch` is the
+ * old store's outbox relay claim (its batch numbers and Kafka marker); in the new store the row is
+ * simply unclaimed (migrations/011_outbox_relay.sql).
+ */
+const STORE_LOCAL_COLUMNS = new Set(["relay_batch"]);
+
 async function columnsOf(c: pg.Client, table: string): Promise<string[]> {
   const [schema, name] = table.split(".") as [string, string];
   const res = await c.query<{ column_name: string }>(
     "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 AND is_generated = 'NEVER' ORDER BY ordinal_position",
     [schema, name],
   );
-  return res.rows.map((r) => r.column_name);
+  return res.rows.map((r) => r.column_name).filter((n) => !STORE_LOCAL_COLUMNS.has(n));
 }
 
 /** Copy the tenant's rows of `table` from → to (binary COPY through a staging table; a rerun adds what is missing). */

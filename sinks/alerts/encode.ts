@@ -5,8 +5,8 @@
  *   key        alert_id — every step of one alarm goes to one partition, so consumers see them in order
  *   value      magic byte 0, schema id (int32 BE), Avro body
  *   timestamp  the event time (the causing reading's time)
- *   headers    millrace.alert.event_id (`{alert_id}/{seq}`, the de-duplication key: delivery is
- *              at-least-once), millrace.alert.step, millrace.alert.severity, millrace.tenant
+ *   headers    millrace.alert.event_id (`{alert_id}/{seq}`: each event is delivered once, and this
+ *              names it), millrace.alert.step, millrace.alert.severity, millrace.tenant
  */
 import { readFileSync } from "node:fs";
 import type avro from "avsc";
