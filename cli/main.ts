@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { registerStackCommands } from "./stack.ts";
 import { registerMigrateCommands } from "./migrate.ts";
+import { registerPartitionCommands } from "./partitions.ts";
 import { registerTestCommand } from "./test.ts";
 import { registerTopologyCommands } from "./topology.ts";
 import { registerProduceCommands } from "./produce.ts";
@@ -23,6 +24,7 @@ program
 
 registerStackCommands(program);
 registerMigrateCommands(program);
+registerPartitionCommands(program);
 registerTopologyCommands(program);
 registerDemoCommand(program);
 registerRunCommand(program);

@@ -3,12 +3,15 @@
  * transaction together with its row in millrace_schema_migrations. A session-level advisory lock
  * makes concurrent runs (two workers starting at once) wait for each other; a second run applies
  * nothing. An applied file whose content changed is refused (write a new migration instead).
+ * Every run ends with the time-partition maintenance step (migrations/partitions.ts), still under
+ * the lock, so a `millrace migrate` also tops up the partitions ahead of now.
  */
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { hasPartitionMaintenance, maintainPartitionsOn } from "./partitions.ts";
 
 const MIGRATIONS_DIR = dirname(fileURLToPath(import.meta.url));
 /** Arbitrary constant identifying millrace's migration lock (pg_advisory_lock key). */
@@ -24,6 +27,8 @@ export interface Migration {
 export interface MigrateResult {
   applied: Migration[];
   alreadyApplied: number;
+  /** Daily partitions of sensor_data_raw the closing maintenance step created (vanilla PostgreSQL). */
+  partitionsCreated: string[];
 }
 
 export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
@@ -82,7 +87,9 @@ export async function migrate(
       }
       applied.push(m);
     }
-    return { applied, alreadyApplied: done.size };
+    const partitionsCreated = (await hasPartitionMaintenance(client)) ? await maintainPartitionsOn(client) : [];
+    if (partitionsCreated.length > 0) log(`migrate: created ${partitionsCreated.length} time partitions (${partitionsCreated.join(", ")})`);
+    return { applied, alreadyApplied: done.size, partitionsCreated };
   } finally {
     await client.query("SELECT pg_advisory_unlock($1)", [LOCK_KEY]).catch(() => {});
     await client.end();

@@ -200,16 +200,21 @@ export async function withTenantStore<T>(control: pg.Pool, adminUrl: string | un
 }
 
 /**
- * Apply the migrations to every dedicated database the shared database's tenants table names (a
- * new release's migrations reach tenants' own databases too). Returns what was done per database;
- * a reference whose URL variable is unset is reported, not fatal.
+ * Run `fn` on every dedicated database the shared database's tenants table names, once per
+ * database (admin URL: the shared one's credentials and server, or the URL in the reference's
+ * environment variable). A reference that cannot be resolved (a URL variable unset) is reported in
+ * the result and logged, not fatal.
  */
-export async function migrateDedicatedDatabases(sharedAdminUrl: string, log: (line: string) => void = () => {}): Promise<Array<{ database: string; applied: number; problem?: string }>> {
+export async function eachDedicatedDatabase<T>(
+  sharedAdminUrl: string,
+  fn: (url: string, ref: DatabaseRef) => Promise<T>,
+  log: (line: string) => void = () => {},
+): Promise<Array<{ database: string; result?: T; problem?: string }>> {
   const control = new pg.Pool({ connectionString: sharedAdminUrl, max: 1, application_name: "millrace-migrate" });
   try {
     const res = await control.query<{ tenant_id: string; database_ref: unknown }>("SELECT tenant_id, database_ref FROM tenants WHERE database_mode = 'dedicated' ORDER BY tenant_id");
     const seen = new Set<string>();
-    const out: Array<{ database: string; applied: number; problem?: string }> = [];
+    const out: Array<{ database: string; result?: T; problem?: string }> = [];
     for (const r of res.rows) {
       let ref: DatabaseRef;
       let url: string;
@@ -217,18 +222,36 @@ export async function migrateDedicatedDatabases(sharedAdminUrl: string, log: (li
         ref = parseDatabaseRef(r.database_ref);
         url = databaseUrl(ref, sharedAdminUrl);
       } catch (err) {
-        out.push({ database: `tenant ${r.tenant_id}`, applied: 0, problem: (err as Error).message });
-        log(`migrate: tenant ${r.tenant_id}: ${(err as Error).message}`);
+        out.push({ database: `tenant ${r.tenant_id}`, problem: (err as Error).message });
+        log(`tenant ${r.tenant_id}: ${(err as Error).message}`);
         continue;
       }
       if (seen.has(url)) continue;
       seen.add(url);
-      const m = await migrate(url, { log });
-      out.push({ database: describeDatabaseRef(ref), applied: m.applied.length });
-      log(`migrate: ${describeDatabaseRef(ref)}: ${m.applied.length} applied, ${m.alreadyApplied} already applied`);
+      out.push({ database: describeDatabaseRef(ref), result: await fn(url, ref) });
     }
     return out;
   } finally {
     await control.end();
   }
+}
+
+/**
+ * Apply the migrations to every dedicated database the shared database's tenants table names (a
+ * new release's migrations reach tenants' own databases too; each run ends with the partition
+ * maintenance step). Returns what was done per database; a reference whose URL variable is unset
+ * is reported, not fatal.
+ */
+export async function migrateDedicatedDatabases(sharedAdminUrl: string, log: (line: string) => void = () => {}): Promise<Array<{ database: string; applied: number; problem?: string }>> {
+  const done = await eachDedicatedDatabase(
+    sharedAdminUrl,
+    async (url, ref) => {
+      const m = await migrate(url, { log });
+      const parts = m.partitionsCreated.length > 0 ? `; ${m.partitionsCreated.length} time partitions created` : "";
+      log(`migrate: ${describeDatabaseRef(ref)}: ${m.applied.length} applied, ${m.alreadyApplied} already applied${parts}`);
+      return m.applied.length;
+    },
+    (line) => log(`migrate: ${line}`),
+  );
+  return done.map((d) => (d.problem !== undefined ? { database: d.database, applied: 0, problem: d.problem } : { database: d.database, applied: d.result ?? 0 }));
 }

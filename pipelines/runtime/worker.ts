@@ -37,6 +37,8 @@ import { AvroDecoder, schemaIdOf, type SchemaLookup } from "../processors/decode
 import type { ProcessorPlan, SinkPlan, TopologyPlan } from "../topology/plan.ts";
 import { BatchProcessor, deadLetterOf } from "./batch-processor.ts";
 import { ParquetStage } from "./parquet-stage.ts";
+import { PartitionMaintenance, PartitionMaintenanceMetrics } from "./partition-maintenance.ts";
+import { maintainPartitions } from "../../migrations/partitions.ts";
 import { PARQUET_SINK } from "../../sinks/s3-parquet/index.ts";
 import { PgQuotaStore } from "../processors/quota-store.ts";
 import { QuotaGate, QuotaMetrics } from "../processors/quota.ts";
@@ -148,6 +150,8 @@ export class IngestWorker {
   private crashed: string | undefined;
   private dbOk = true;
   private topicTimer: NodeJS.Timeout | undefined;
+  /** The time partitions ahead of now, topped up on a timer (sinks.timescale.partition_maintenance). */
+  private readonly partitionMaintenance: PartitionMaintenance;
   private subscribedTopics = new Set<string>();
   private stopping: Promise<void> | undefined;
   private draining = false;
@@ -280,6 +284,12 @@ export class IngestWorker {
       }),
     });
     this.shared = this.newStore("shared", this.pool);
+    this.partitionMaintenance = new PartitionMaintenance({
+      everyMs: this.sinkPlan.partitionMaintenanceMs,
+      targets: () => this.stores().map((st) => ({ name: st.name, pool: st.pool })),
+      log: this.log.child({ component: "partitions" }),
+      metrics: new PartitionMaintenanceMetrics(this.metrics.registry),
+    });
   }
 
   /**
@@ -363,7 +373,11 @@ export class IngestWorker {
   async start(): Promise<void> {
     await this.pool.query("SELECT 1");
     await this.tenants.refresh();
-    await this.pool.query("SELECT millrace.maintain_sensor_partitions()");
+    // At start a failure is fatal (the schema is not migrated, or the database refuses); afterwards
+    // the timer only logs and retries.
+    const created = await maintainPartitions(this.pool);
+    if (created.length > 0) this.log.info({ store: this.shared.name, created }, `partition maintenance created ${created.length} time partitions`);
+    this.partitionMaintenance.start();
     await this.parquet?.start();
     await Promise.all([this.consumer.connect(), this.admin.connect()]);
     // Webhook targets are loaded before the first batch, so no event published at start-up misses them.
@@ -996,6 +1010,8 @@ export class IngestWorker {
   async stop(): Promise<void> {
     this.stopping ??= (async () => {
       if (this.topicTimer) clearTimeout(this.topicTimer);
+      // A run in flight against an unreachable database is not waited for beyond the bound.
+      await bounded(this.partitionMaintenance.stop(), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "a partition maintenance run was still going; shutting down anyway"));
       if (this.parquet) {
         // Stop taking new batches, let the one in flight finish, upload what the Parquet sink
         // holds, and commit Kafka offsets as far as both sinks got — while still a group member.

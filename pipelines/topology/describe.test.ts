@@ -51,6 +51,7 @@ describe("describeTopology", () => {
       retry: { initial_delay: 100ms, max_delay: 10s, factor: 2, max_retries: unlimited }
       pool_size: 4
       statement_timeout: 1m
+      partition_maintenance: 1h
       rejections --> dead_letter
       <-- thresholds
     Sink: parquet (s3_parquet)

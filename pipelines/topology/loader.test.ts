@@ -237,6 +237,7 @@ describe("loadTopology: good topologies", () => {
           retry,
           poolSize: 4,
           statementTimeoutMs: 60_000,
+          partitionMaintenanceMs: 3_600_000,
         },
         {
           id: "parquet",

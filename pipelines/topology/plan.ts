@@ -55,7 +55,17 @@ export type ProcessorPlan =
   | { id: string; type: "thresholds"; input: string; rulesRefreshMs: number; rules: readonly ThresholdRule[] };
 
 export type SinkPlan =
-  | { id: string; type: "timescale_copy"; input: string; batch: BatchPlan; retry: RetryPlan; poolSize: number; statementTimeoutMs: number }
+  | {
+      id: string;
+      type: "timescale_copy";
+      input: string;
+      batch: BatchPlan;
+      retry: RetryPlan;
+      poolSize: number;
+      statementTimeoutMs: number;
+      /** How often the worker runs the partition maintenance step on its databases. */
+      partitionMaintenanceMs: number;
+    }
   | { id: string; type: "kafka_dead_letter"; topicPattern: string; retry: RetryPlan; publishIntervalMs: number; maxBatch: number }
   | {
       id: string;

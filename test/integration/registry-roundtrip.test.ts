@@ -113,6 +113,47 @@ describe("schema registry round trip (Confluent-compatible API)", () => {
     expect(((await res.json()) as { error_code?: number }).error_code).toBe(40403);
   });
 
+  it("answers 40401 for an unknown subject, through the client and on the wire", async () => {
+    const unknown = `millrace-test-${randomUUID()}-value`;
+    const err = await registry.getLatestSchemaId(unknown).then(
+      () => undefined,
+      (e: unknown) => e as Error & { status?: number },
+    );
+    expect(err, "getLatestSchemaId of an unknown subject must fail").toBeInstanceOf(Error);
+    expect(err!.status).toBe(404);
+
+    for (const path of [`/subjects/${unknown}/versions`, `/subjects/${unknown}/versions/latest`]) {
+      const res = await fetch(`${url}${path}`);
+      expect(res.status, path).toBe(404);
+      expect(((await res.json()) as { error_code?: number }).error_code, path).toBe(40401);
+    }
+  });
+
+  it("answers 40402 for an unknown version of a known subject", async () => {
+    const res = await fetch(`${url}/subjects/${encodeURIComponent(subject)}/versions/999`);
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as { error_code?: number }).error_code).toBe(40402);
+  });
+
+  it("rejects an invalid schema with 42201, and registers nothing for it", async () => {
+    const invalid = `millrace-test-${randomUUID()}-value`;
+    const bodies = [
+      { schemaType: "AVRO", schema: JSON.stringify({ type: "record", name: "Broken", fields: [{ name: "a", type: "no_such_type" }] }) },
+      { schema: "this is not a schema" },
+    ];
+    for (const body of bodies) {
+      const res = await fetch(`${url}/subjects/${invalid}/versions`, {
+        method: "POST",
+        headers: { "content-type": "application/vnd.schemaregistry.v1+json" },
+        body: JSON.stringify(body),
+      });
+      expect(res.status, body.schema).toBe(422);
+      expect(((await res.json()) as { error_code?: number }).error_code, body.schema).toBe(42201);
+    }
+    const after = await fetch(`${url}/subjects/${invalid}/versions`);
+    expect(((await after.json()) as { error_code?: number }).error_code).toBe(40401);
+  });
+
   it("a first registration interrupted between its two calls (schema posted, compatibility not set) is finished, not wedged", async () => {
     const torn = `millrace-test-${randomUUID()}-value`;
     // The first of the client's two calls, as a process killed right after it would leave it.

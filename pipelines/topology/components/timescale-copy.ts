@@ -8,6 +8,11 @@ const config = z.strictObject({
   statement_timeout: duration({ min: 1_000 })
     .prefault("60s")
     .describe("A COPY running longer than this is cancelled by the server and the batch retried."),
+  partition_maintenance: duration({ min: 1_000 })
+    .prefault("1h")
+    .describe(
+      "How often the worker runs the time-partition maintenance step (vanilla PostgreSQL: the daily partitions of sensor_data_raw from 2 days behind to 14 days ahead) on every database it writes to, besides once at start. A failure is logged and counted (millrace_partition_maintenance_runs_total{outcome=\"failed\"}) and retried at the next interval.",
+    ),
 });
 
 export const timescaleCopy = defineComponent({
@@ -27,6 +32,7 @@ export const timescaleCopy = defineComponent({
       retry: { initial_delay: "100ms", max_delay: "10s", factor: 2, max_retries: "unlimited" },
       pool_size: 4,
       statement_timeout: "60s",
+      partition_maintenance: "1h",
     },
   },
   plan: ({ id, config: c, inputs, batch, retry }) => ({
@@ -37,5 +43,6 @@ export const timescaleCopy = defineComponent({
     retry: retry!,
     poolSize: c.pool_size,
     statementTimeoutMs: c.statement_timeout,
+    partitionMaintenanceMs: c.partition_maintenance,
   }),
 });
