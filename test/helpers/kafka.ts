@@ -89,7 +89,7 @@ export function header(m: KafkaMessage, name: string): string | undefined {
  * partition's sentinel arrives — so a duplicate published before the sentinels cannot be missed,
  * and nothing waits on a quiet period. Sentinels are not returned.
  */
-export async function consumeToSentinels(kafka: Kafka, admin: Admin, topic: string, timeoutMs = 60_000): Promise<KafkaMessage[]> {
+export async function consumeToSentinels(kafka: Kafka, admin: Admin, topic: string, timeoutMs = 60_000): Promise<Array<KafkaMessage & { partition: number }>> {
   const partitions = (await admin.fetchTopicMetadata({ topics: [topic] })).topics[0]!.partitions.map((p) => p.partitionId);
   const producer = kafka.producer({ allowAutoTopicCreation: false });
   await producer.connect();
@@ -100,7 +100,7 @@ export async function consumeToSentinels(kafka: Kafka, admin: Admin, topic: stri
     await producer.disconnect();
   }
   const consumer = kafka.consumer({ groupId: `reader-${topic}-${Date.now()}-${Math.random()}` });
-  const got: KafkaMessage[] = [];
+  const got: Array<KafkaMessage & { partition: number }> = [];
   const seen = new Set<number>();
   await consumer.connect();
   try {
@@ -113,7 +113,7 @@ export async function consumeToSentinels(kafka: Kafka, admin: Admin, topic: stri
           seen.add(partition);
           if (seen.size === partitions.length) done();
         } else if (!seen.has(partition) && header(message, "test.sentinel") === undefined) {
-          got.push(message);
+          got.push({ ...message, partition });
         }
       },
     });

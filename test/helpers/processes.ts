@@ -77,3 +77,18 @@ export function startWorkerProcess(opts: {
     },
   };
 }
+
+/**
+ * The worker's /metrics URL, from its "metrics and health endpoints listening" log line (this
+ * process's pid: the log file is appended to across runs). Bounded wait.
+ */
+export async function workerMetricsUrl(p: WorkerProcess, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const line = workerLogLines(p.logFile, /^metrics and health endpoints listening$/).find((j) => j.pid === p.child.pid);
+    if (line && typeof line.port === "number") return `http://127.0.0.1:${line.port}/metrics`;
+    if (p.child.exitCode !== null) throw new Error(`worker ${p.name} exited (${p.child.exitCode}) before its metrics endpoint listened; see ${p.logFile}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for worker ${p.name}'s metrics endpoint (log ${p.logFile})`);
+}

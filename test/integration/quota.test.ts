@@ -6,8 +6,9 @@
  */
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
+import client from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { QuotaGate } from "../../pipelines/processors/quota.ts";
+import { QuotaGate, QuotaMetrics } from "../../pipelines/processors/quota.ts";
 import { PgQuotaStore } from "../../pipelines/processors/quota-store.ts";
 import { alertUuid } from "../../pipelines/processors/thresholds.ts";
 import { createPool } from "../../sinks/timescale/pool.ts";
@@ -33,10 +34,15 @@ describe("equipment quota (PostgreSQL admission)", () => {
   const tenant = randomUUID();
   const equipment = Array.from({ length: N + 5 }, (_, i) => `press-${String(i).padStart(2, "0")}`);
 
-  const replica = (opts: { limitOf?: () => number; rejectionTtlMs?: number } = {}) => {
+  const replica = (opts: { limitOf?: () => number; rejectionTtlMs?: number; metrics?: QuotaMetrics } = {}) => {
     const pool = createPool({ connectionString: db.adminUrl, role: "millrace_writer", max: 2 });
     pools.push(pool);
     return new QuotaGate({ store: new PgQuotaStore(pool), ...opts });
+  };
+  /** millrace_quota_warnings_total{tenant} as the registry exposes it (0 when never incremented). */
+  const warningsCounted = async (registry: client.Registry) => {
+    const m = (await registry.getSingleMetric("millrace_quota_warnings_total")?.get())?.values ?? [];
+    return m.filter((v) => v.labels.tenant === tenant).reduce((a, v) => a + v.value, 0);
   };
   const registered = async () =>
     (await db.admin.query<{ equipment_id: string }>("SELECT equipment_id FROM tenant_equipment WHERE tenant_id = $1 ORDER BY 1", [tenant])).rows.map((r) => r.equipment_id);
@@ -52,7 +58,10 @@ describe("equipment quota (PostgreSQL admission)", () => {
   });
 
   it("three replicas, N+5 new equipment at once: exactly N admitted, the same 5 rejected by every replica", async () => {
-    const gates = [replica(), replica(), replica()];
+    // The racing gates share one metrics object: the warning counter is the sum over the replicas.
+    const registry = new client.Registry();
+    const metrics = new QuotaMetrics(registry);
+    const gates = [replica({ metrics }), replica({ metrics }), replica({ metrics })];
     // Each replica sees every equipment, in its own order, in chunks of 4: many admissions race.
     await Promise.all(
       gates.map(async (gate, g) => {
@@ -71,6 +80,7 @@ describe("equipment quota (PostgreSQL admission)", () => {
     const warnings = await db.admin.query("SELECT registered, max_equipment FROM millrace.quota_warnings WHERE tenant_id = $1", [tenant]);
     expect(warnings.rows).toEqual([{ registered: expect.any(Number), max_equipment: N }]);
     expect(warnings.rows[0].registered).toBeGreaterThanOrEqual(0.8 * N);
+    expect(await warningsCounted(registry)).toBe(1);
     const outbox = await db.admin.query("SELECT alert_id, event FROM millrace.alerts_outbox WHERE tenant_id = $1", [tenant]);
     expect(outbox.rows).toHaveLength(1);
     expect(outbox.rows[0].alert_id).toBe(alertUuid(`quota/${tenant}/${N}`));
@@ -82,16 +92,20 @@ describe("equipment quota (PostgreSQL admission)", () => {
   it("after a restart (new gates, new pools) the answers are the same, and nothing more is admitted", async () => {
     const before = await registered();
     await Promise.all(pools.splice(0).map((p) => p.end()));
-    const gates = [replica(), replica(), replica()];
+    const registry = new client.Registry();
+    const metrics = new QuotaMetrics(registry);
+    const gates = [replica({ metrics }), replica({ metrics }), replica({ metrics })];
     await Promise.all(gates.map((gate, g) => gate.prepare(tenant, shuffled(equipment, 10 + g).map((equipmentId) => ({ equipmentId })))));
     expect(await registered()).toEqual(before);
     for (const gate of gates) expect(decisions(gate)).toEqual(equipment.filter((e) => before.includes(e)));
     expect((await db.admin.query("SELECT count(*)::int AS n FROM millrace.alerts_outbox WHERE tenant_id = $1", [tenant])).rows[0].n).toBe(1);
+    expect(await warningsCounted(registry)).toBe(0); // already raised for this limit: not again
   });
 
   it("a raised limit admits waiting equipment without a restart; a lowered one admits nothing new and keeps registered equipment flowing", async () => {
     let limit = N;
-    const gate = replica({ limitOf: () => limit, rejectionTtlMs: 60_000 });
+    const registry = new client.Registry();
+    const gate = replica({ limitOf: () => limit, rejectionTtlMs: 60_000, metrics: new QuotaMetrics(registry) });
     const all = equipment.map((equipmentId) => ({ equipmentId }));
     await gate.prepare(tenant, all);
     expect(decisions(gate)).toHaveLength(N);
@@ -104,6 +118,7 @@ describe("equipment quota (PostgreSQL admission)", () => {
     expect(decisions(gate)).toHaveLength(N + 2);
     // A new limit re-arms the warning: N+2 registered ≥ 80 % of N+2.
     expect((await db.admin.query("SELECT count(*)::int AS n FROM millrace.quota_warnings WHERE tenant_id = $1", [tenant])).rows[0].n).toBe(2);
+    expect(await warningsCounted(registry)).toBe(1);
 
     await db.admin.query("UPDATE tenants SET max_equipment = $2 WHERE tenant_id = $1", [tenant, N - 3]);
     limit = N - 3;
