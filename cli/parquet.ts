@@ -1,14 +1,17 @@
 /**
- * `millrace parquet ls|inspect|verify`: a tenant's Parquet files on S3, for operators and analysts.
- *   ls       the manifest's files: status, partition, offsets, rows, time range, size, key
- *   inspect  one object's footer: schema, row groups, rows, time range, writer, size, checksum
- *   verify   every file against the manifest and S3 (see sinks/s3-parquet/verify.ts); exit 1 on any problem
+ * `millrace parquet ls|inspect|verify|abort-stale`: a tenant's Parquet files on S3, for operators and analysts.
+ *   ls           the manifest's files: status, partition, offsets, rows, time range, size, key
+ *   inspect      one object's footer: schema, row groups, rows, time range, writer, size, checksum
+ *   verify       every file against the manifest and S3 (see sinks/s3-parquet/verify.ts); exit 1 on any problem
+ *   abort-stale  abort the incomplete multipart uploads under the tenant's prefix older than a duration
  * Settings: MILLRACE_PG_URL (or MILLRACE_PG_ADMIN_URL, acting as millrace_writer) and MILLRACE_S3_*.
  */
 import { InvalidArgumentError, type Command } from "commander";
 import type pg from "pg";
 import { loadStackEnv, optionalEnv, requireEnv } from "../lib/env.ts";
+import { formatDuration, parseDuration } from "../pipelines/topology/units.ts";
 import {
+  abortStaleUploads,
   describeLocation,
   listFiles,
   loadTenantStorage,
@@ -165,6 +168,29 @@ export function registerParquetCommands(program: Command): void {
         const f = await readObjectFooter(client, bucket, key);
         if (opts.json) process.stdout.write(`${JSON.stringify({ ...f, footer: { ...f.footer, minTime: iso(f.footer.minTime), maxTime: iso(f.footer.maxTime) } }, null, 2)}\n`);
         else printFooter(f);
+      } finally {
+        await ctx.close();
+      }
+    });
+
+  cmd
+    .command("abort-stale")
+    .description("abort the incomplete multipart uploads under a tenant's prefix started more than --older-than ago (a worker's upload in progress is younger)")
+    .requiredOption("--tenant <uuid>", "tenant id", tenantId)
+    .option("--older-than <duration>", "only uploads started longer ago than this (0s: all)", (raw: string) => {
+      const d = parseDuration(raw);
+      if (!d.ok) throw new InvalidArgumentError(d.message);
+      return d.value;
+    }, 15 * 60_000)
+    .action(async (opts: { tenant: string; olderThan: number }) => {
+      const ctx = context();
+      try {
+        const storage = await loadTenantStorage(ctx.pool, opts.tenant);
+        if (!storage) throw new Error(`tenant ${opts.tenant} is not in the tenants table`);
+        const loc = resolveParquetLocation(storage, ctx.config, ctx.env);
+        const aborted = await abortStaleUploads(ctx.cache.clientForLocation(loc), loc.bucket, loc.tenantPrefix, { olderThanMs: opts.olderThan });
+        for (const u of aborted) process.stdout.write(`aborted s3://${loc.bucket}/${u.key} upload ${u.uploadId} (started ${u.initiated?.toISOString() ?? "?"})\n`);
+        process.stdout.write(`${aborted.length} incomplete upload${aborted.length === 1 ? "" : "s"} older than ${formatDuration(opts.olderThan)} aborted under s3://${loc.bucket}/${loc.tenantPrefix}\n`);
       } finally {
         await ctx.close();
       }

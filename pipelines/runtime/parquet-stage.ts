@@ -4,8 +4,11 @@
  *   plan (boundaries in PostgreSQL) → encode → upload (verified) → mark uploaded + advance offset.
  *
  * Uploads run in the background, one file at a time per partition, so one tenant's slow or failing
- * bucket never holds up other partitions; a partition whose unuploaded bytes pass
- * `maxPendingBytes` is paused by the worker until it drains. A failing upload is retried with
+ * bucket never holds up other partitions; a partition whose buffered + unuploaded bytes pass
+ * `maxPendingBytes` is paused by the worker until it drains, and when those bytes over all
+ * partitions pass `maxMemoryBytes` every partition that would add to them is paused until uploads
+ * bring them back under 90% (memory bounded whatever the number of partitions; nothing is dropped:
+ * a paused partition's records are fetched again on resume). A failing upload is retried with
  * backoff, never dropped. After a crash or rebalance the worker replays from this sink's stored
  * offset; a file that was planned but not marked is rebuilt with exactly its planned range, so the
  * same key gets the same bytes.
@@ -233,17 +236,51 @@ export class ParquetStage {
     }
   }
 
-  /** Buffered plus unuploaded bytes over the limit: the worker pauses the partition. */
-  overLimit(topic: string, partition: number): boolean {
-    const p = this.parts.get(this.key(topic, partition));
-    return p !== undefined && p.pendingBytes + p.roller.byteCount > this.plan.maxPendingBytes;
+  /** Rows buffered plus files cut but not yet uploaded, over all partitions (estimated bytes). */
+  heldBytes(): number {
+    let total = 0;
+    for (const p of this.parts.values()) total += p.pendingBytes + p.roller.byteCount;
+    return total;
   }
 
-  /** Call `fn` once the partition is back under half its limit. */
+  /**
+   * A partition rebuilding a planned range must go on consuming until the range is complete (only
+   * then can it be cut and uploaded); what it holds is bounded by that range, so the stage-wide
+   * bound does not pause it (pausing it could leave it waiting for itself).
+   */
+  private rebuilding(p: PartitionStage): boolean {
+    const next = p.planned[0];
+    return next !== undefined && p.roller.pendingFirstOffset === next.firstOffset;
+  }
+
+  /**
+   * The worker pauses the partition (before and after each chunk) when its own buffered plus
+   * unuploaded bytes pass `maxPendingBytes`, or those of all partitions pass `maxMemoryBytes`.
+   */
+  overLimit(topic: string, partition: number): boolean {
+    const p = this.parts.get(this.key(topic, partition));
+    if (p === undefined) return false;
+    if (p.pendingBytes + p.roller.byteCount > this.plan.maxPendingBytes) return true;
+    return !this.rebuilding(p) && this.heldBytes() > this.plan.maxMemoryBytes;
+  }
+
+  /** Call `fn` once the partition is back under half its limit and the stage under 90% of its bound. */
   whenDrained(topic: string, partition: number, fn: () => void): void {
     const p = this.parts.get(this.key(topic, partition));
     if (!p) return fn();
     p.onDrained.push(fn);
+    this.releaseDrained();
+  }
+
+  /** Resume the paused partitions that may go on (after an upload freed memory, or a partition was dropped). */
+  private releaseDrained(): void {
+    const stageOk = this.heldBytes() <= this.plan.maxMemoryBytes * 0.9;
+    for (const p of this.parts.values()) {
+      if (p.onDrained.length === 0) continue;
+      if (p.pendingBytes + p.roller.byteCount > this.plan.maxPendingBytes / 2) continue;
+      if (!stageOk && !this.rebuilding(p)) continue;
+      for (const fn of p.onDrained.splice(0)) fn();
+    }
   }
 
   forget(topic: string, partition: number): void {
@@ -251,6 +288,7 @@ export class ParquetStage {
     if (p) p.generation = -1;
     this.parts.delete(this.key(topic, partition));
     for (const fn of p?.onDrained ?? []) fn();
+    this.releaseDrained();
   }
 
   forgetAll(): void {
@@ -369,10 +407,7 @@ export class ParquetStage {
         p.lastError = undefined;
         this.metrics.batchRows.observe({ sink: this.plan.id }, file.rows.length);
         this.metrics.batchDuration.observe({ sink: this.plan.id }, Number(process.hrtime.bigint() - t0) / 1e9);
-        if (p.pendingBytes + p.roller.byteCount <= this.plan.maxPendingBytes / 2) {
-          const waiters = p.onDrained.splice(0);
-          for (const fn of waiters) fn();
-        }
+        this.releaseDrained();
         return;
       } catch (err) {
         if (err instanceof RepointedError && uploaded) {

@@ -786,6 +786,8 @@ export class IngestWorker {
   private async replayChunk(p: EachBatchPayload, chunk: KafkaMessage[], src: { topic: string; partition: number; tenantId: string | null }): Promise<boolean> {
     const first = Number(chunk[0]!.offset);
     const last = Number(chunk[chunk.length - 1]!.offset);
+    // Not even replayed while the Parquet sink holds too much (the chunk is fetched again on resume).
+    if (!this.parquetBackpressure(p, src)) return false;
     try {
       const store = this.partitions.get(this.key(src.topic, src.partition))?.store ?? this.storeOf(src.tenantId);
       const dead = await store.pool.query<{ source_offset: string }>(
@@ -821,7 +823,10 @@ export class IngestWorker {
     return true;
   }
 
-  /** Pause a partition whose Parquet files wait to be uploaded beyond the limit; resume when drained. */
+  /**
+   * Pause a partition while the Parquet sink holds too much (its own files waiting for upload beyond
+   * max_pending_bytes, or all partitions' beyond max_memory_bytes); resume when drained.
+   */
   private parquetBackpressure(p: EachBatchPayload, src: { topic: string; partition: number }): boolean {
     if (!this.parquet?.overLimit(src.topic, src.partition)) return true;
     this.log.warn({ topic: src.topic, partition: src.partition }, "Parquet uploads are behind; partition paused until they catch up");
@@ -855,6 +860,9 @@ export class IngestWorker {
     src: { topic: string; partition: number; tenantId: string | null },
     state: PartitionState,
   ): Promise<boolean> {
+    // The Parquet sink holds too much already (this partition's files, or all partitions' together,
+    // waiting for S3): pause before taking the chunk; it is fetched again on resume.
+    if (!this.parquetBackpressure(p, src)) return false;
     const t0 = process.hrtime.bigint();
     let processed;
     try {

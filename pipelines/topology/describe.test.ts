@@ -63,6 +63,7 @@ describe("describeTopology", () => {
       row_group_rows: 4096
       max_buffered_bytes: 256MiB
       max_pending_bytes: 256MiB
+      max_memory_bytes: 1GiB
       multipart_threshold: 16MiB
       shared_bucket: millrace-shared
       key_prefix: 

@@ -251,6 +251,7 @@ describe("loadTopology: good topologies", () => {
           rowGroupRows: 4096,
           maxBufferedBytes: 256 * 1024 ** 2,
           maxPendingBytes: 256 * 1024 ** 2,
+          maxMemoryBytes: 1024 ** 3,
           multipartThreshold: 16 * 1024 ** 2,
           sharedBucket: "millrace-shared",
           keyPrefix: "",

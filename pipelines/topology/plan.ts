@@ -79,7 +79,10 @@ export type SinkPlan =
       rowGroupRows: number;
       /** Stage-wide bound of the rows buffered for files (estimated bytes); the largest buffers are cut beyond it. */
       maxBufferedBytes: number;
+      /** Per partition: buffered + unuploaded bytes beyond which the partition is paused. */
       maxPendingBytes: number;
+      /** Over all partitions: buffered + unuploaded bytes beyond which every partition adding to them is paused. */
+      maxMemoryBytes: number;
       multipartThreshold: number;
       sharedBucket: string;
       keyPrefix: string;

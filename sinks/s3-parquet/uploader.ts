@@ -8,8 +8,11 @@
  *    SlowDown/throttling, timeouts, lost connections, BadDigest); others fail at once;
  *  - any failure of a multipart upload — a part, the completion, the verification, an abort signal
  *    — ends with AbortMultipartUpload, so no incomplete upload (and no storage bill for its parts)
- *    is left behind; if even the abort fails, the error says which upload id remains and
- *    {@link abortStaleUploads} removes it at the next start;
+ *    is left behind; if even the abort fails, the error says which upload id remains; the worker's
+ *    next attempt at that file (or the partition's next owner, rebuilding the planned range) first
+ *    aborts every incomplete upload of exactly that key ({@link abortUploadsOfKey}, called by
+ *    pipelines/runtime/parquet-stage.ts); {@link abortStaleUploads} is an operator's clean-up under a
+ *    prefix (`millrace parquet abort-stale`), not called by the worker;
  *  - integrity: the SHA-256 of the body is computed here and sent as `x-amz-checksum-sha256` (for a
  *    multipart upload, per part; the server refuses a body that does not match, BadDigest) and as
  *    user metadata `x-amz-meta-sha256` (hex, whole object). Success is then verified with HeadObject:
@@ -92,7 +95,7 @@ export class S3UploadError extends MillraceError {
   readonly key: string;
   readonly operation: string;
   readonly statusCode: number | undefined;
-  /** Set when the multipart upload could not be aborted either (abortStaleUploads removes it). */
+  /** Set when the multipart upload could not be aborted either (the next attempt at the key aborts it: abortUploadsOfKey). */
   readonly strandedUploadId: string | undefined;
   constructor(
     message: string,
@@ -254,7 +257,7 @@ export async function putObjectVerified(s3: S3Client, input: PutObjectInput, opt
     if (abortError === undefined) throw err;
     const e = err as MillraceError;
     throw new S3UploadError(
-      `${e.message ?? String(err)}; and AbortMultipartUpload of upload ${uploadId} failed too (${describeError(abortError)}): abortStaleUploads will remove it`,
+      `${e.message ?? String(err)}; and AbortMultipartUpload of upload ${uploadId} failed too (${describeError(abortError)}): it stays until the next attempt at this key aborts it (or millrace parquet abort-stale)`,
       { bucket: input.bucket, key: input.key, operation: "AbortMultipartUpload", retriable: e.retriable ?? false, strandedUploadId: uploadId, cause: err },
     );
   }
@@ -328,8 +331,8 @@ async function abortIncompleteUploads(s3: S3Client, bucket: string, prefix: stri
 
 /**
  * Abort the incomplete multipart uploads under `prefix` started more than `olderThanMs` ago (default
- * 15 minutes, so a live worker's upload in progress is left alone; 0 aborts all). For startup
- * cleanup after a crash. Returns what it aborted.
+ * 15 minutes, so a live worker's upload in progress is left alone; 0 aborts all). An operator's
+ * clean-up, `millrace parquet abort-stale` (the worker does not call it). Returns what it aborted.
  */
 export async function abortStaleUploads(
   s3: S3Client,

@@ -1,14 +1,22 @@
 /**
  * Parquet on S3 end to end, read back with an independent reader (pyarrow over the S3 API):
- *  - kill -9 of the worker in the middle of rolling files, then a restart: per tenant the rows in
- *    S3 equal the rows produced — every sequence once, none missing;
+ *  - kill -9 of the worker in the middle of rolling files (asserted: at the kill, files are uploaded
+ *    and records PostgreSQL holds are in no uploaded file yet), then a restart: per tenant the rows
+ *    in S3 equal the rows produced — every sequence once, none missing;
+ *  - failure class 13 through Kafka and the worker: a reading at 1969-12-31T23:59:59Z and null
+ *    measures are stored with the same instant and nulls in PostgreSQL and in Parquet (pyarrow and
+ *    DuckDB); NaN and ±Infinity are dead-lettered (non_finite_value) before either sink;
+ *  - while a tenant's bucket is missing, Kafka's committed offset of its partition is at most the
+ *    Parquet sink's offset and below PostgreSQL's;
  *  - a single-tenant tenant's files are in its dedicated bucket, uploaded with its KMS key (the
  *    headers are recorded client-side: the local S3 accepts but does not store them), never in the
  *    shared bucket; no tenant's file is under another tenant's prefix.
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import { join } from "node:path";
-import { CreateBucketCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import type { Admin, Kafka } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requireEnv } from "../../lib/env.ts";
@@ -18,7 +26,7 @@ import { repoRoot } from "../../stack/context.ts";
 import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { deleteTopics, encodeReading, endOffsets, produce, registerSensorSchema, testKafka } from "../helpers/kafka.ts";
-import { pyarrowVersion, readS3DatasetWithPyarrow } from "../helpers/parquet-readers.ts";
+import { openDuckDb, pyarrowVersion, readS3DatasetWithPyarrow } from "../helpers/parquet-readers.ts";
 import { startWorkerProcess, writeTopology, type WorkerProcess } from "../helpers/processes.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import { testPlan, testWorker } from "../helpers/worker.ts";
@@ -107,12 +115,30 @@ describe("Parquet on S3 end to end", () => {
     for (const t of ts) await publish(t, 0, total);
     const w1 = startWorkerProcess({ name: "roll-w1", topology, group, tenants: ts, pgUrl: db.adminUrl, logDir: LOG_DIR });
     procs.push(w1);
-    await waitUntil("some Parquet files to be uploaded", async () => {
-      const r = await db.admin.query("SELECT count(*)::int AS n FROM millrace.parquet_files WHERE status = 'uploaded' AND consumer_group = $1", [group]);
-      return r.rows[0].n >= 4;
+    // Work in flight: records PostgreSQL holds that are in no uploaded Parquet file yet (rows in a
+    // roller's buffer, or a file planned and being uploaded), after some files are already uploaded.
+    const inFlight = async () => {
+      const r = await db.admin.query<{ uploaded: number; planned: number; behind: number }>(
+        `SELECT (SELECT count(*)::int FROM millrace.parquet_files WHERE consumer_group = $1 AND status = 'uploaded') AS uploaded,
+                (SELECT count(*)::int FROM millrace.parquet_files WHERE consumer_group = $1 AND status = 'planned') AS planned,
+                (SELECT coalesce(sum(c.next_offset - coalesce(s.next_offset, 0)), 0)::int
+                   FROM millrace.consumer_offsets c
+                   LEFT JOIN millrace.sink_offsets s ON s.sink = 's3_parquet' AND s.consumer_group = c.consumer_group AND s.topic = c.topic AND s.partition = c.partition
+                  WHERE c.consumer_group = $1) AS behind`,
+        [group],
+      );
+      return r.rows[0]!;
+    };
+    await waitUntil("some Parquet files uploaded while others are still being rolled", async () => {
+      const x = await inFlight();
+      return x.uploaded >= 4 && (x.behind > 0 || x.planned > 0);
     }, 120_000);
     w1.kill("SIGKILL");
     await w1.exited;
+    // The state the kill left (nothing changes it now): files uploaded, and work not in S3 yet.
+    const atKill = await inFlight();
+    expect(atKill.uploaded).toBeGreaterThanOrEqual(4);
+    expect(atKill.behind + atKill.planned, "the kill landed with records stored in PostgreSQL but in no uploaded file").toBeGreaterThan(0);
     const w2 = startWorkerProcess({ name: "roll-w2", topology, group, tenants: ts, pgUrl: db.adminUrl, logDir: LOG_DIR });
     procs.push(w2);
     for (const t of ts) await publish(t, total, 1000); // more traffic after the restart
@@ -163,6 +189,22 @@ describe("Parquet on S3 end to end", () => {
     const pgBroken = await db.admin.query("SELECT count(*)::int AS n FROM sensor_data_raw WHERE tenant_id = $1", [broken]);
     expect(pgBroken.rows[0].n).toBeLessThan(3000);
     expect(worker.ready().why.join(" ")).toMatch(/Parquet uploads for sensor-data-[0-9a-f-]+\[0\] are failing/);
+    // Kafka's committed offset follows the lower sink: while its bucket is missing, the broken
+    // tenant's committed offset is at most its s3_parquet offset, below what PostgreSQL holds.
+    const brokenTopic = `sensor-data-${broken}`;
+    const positions = async () => {
+      const pgOff = await db.admin.query<{ n: string }>("SELECT next_offset AS n FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = 0", [group, brokenTopic]);
+      const pqOff = await db.admin.query<{ n: string }>("SELECT next_offset AS n FROM millrace.sink_offsets WHERE sink = 's3_parquet' AND consumer_group = $1 AND topic = $2 AND partition = 0", [group, brokenTopic]);
+      const [kafkaOff] = (await admin.fetchOffsets({ groupId: group, topics: [brokenTopic] }))[0]!.partitions.filter((x) => x.partition === 0);
+      return { pg: Number(pgOff.rows[0]?.n ?? -1), pq: Number(pqOff.rows[0]?.n ?? -1), kafka: Number(kafkaOff?.offset ?? -1) };
+    };
+    const held = await waitUntil("PostgreSQL to hold the broken tenant's records beyond its Parquet offset, and Kafka to have a commit for it", async () => {
+      const x = await positions();
+      return x.pg > x.pq && x.pq >= 0 && x.kafka >= 0 ? x : undefined;
+    }, 60_000);
+    expect(held.kafka).toBeLessThanOrEqual(held.pq);
+    expect(held.kafka).toBeLessThan(held.pg);
+    expect(held.pq).toBe(0); // nothing of it is in S3 yet
     // The bucket appears: everything drains, exactly once.
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     await waitUntil("the broken tenant to drain once its bucket exists", async () => inS3(broken, group), 120_000);
@@ -222,6 +264,84 @@ describe("Parquet on S3 end to end", () => {
     for (const t of sharedTenants.rows.map((r) => r.tenant_id)) {
       const rows = rowsOf(SHARED, t);
       expect(rows.every((r) => r.tenant_id === t)).toBe(true);
+    }
+    await worker.stop();
+  });
+
+  it("class 13: 1969-12-31T23:59:59Z and null measures reach PostgreSQL and Parquet as the same instant and nulls; NaN and ±Infinity are dead-lettered before either sink", async () => {
+    const tenant = randomUUID();
+    tenants.push(tenant);
+    await createTenant(db.admin, admin, { tenantId: tenant, name: "class 13", partitions: 1 });
+    await db.admin.query("UPDATE tenants SET retention_policy_days = NULL WHERE tenant_id = $1", [tenant]); // unlimited: 1969 is not too old
+    const worker = testWorker(testPlan(), db.adminUrl, [`sensor-data-${tenant}`]);
+    workers.push(worker);
+    await worker.start();
+    const group = worker.plan.source.consumerGroup;
+    const at = (iso: string) => Date.parse(iso);
+    const r = (time: number, equipment: string, m: Partial<Pick<SensorReading, "temperature" | "vibration" | "pressure">>): SensorReading => ({
+      time,
+      tenant_id: tenant,
+      equipment_id: equipment,
+      facility_id: "fac-13",
+      temperature: null,
+      vibration: null,
+      pressure: null,
+      ...m,
+    });
+    const sent = [
+      r(at("1969-12-31T23:59:59Z"), "pre-1970", { temperature: 21.5, vibration: null, pressure: 1.25 }), // offset 0: stored
+      r(at("2024-03-31T01:30:00Z"), "all-null", {}), // 1: stored, every measure null
+      r(at("2024-03-31T01:30:01Z"), "nan", { temperature: Number.NaN }), // 2: dead letter
+      r(at("2024-03-31T01:30:02Z"), "inf", { vibration: Number.POSITIVE_INFINITY, temperature: 20 }), // 3: dead letter
+      r(at("2024-03-31T01:30:03Z"), "neg-inf", { pressure: Number.NEGATIVE_INFINITY }), // 4: dead letter
+      r(at("1970-01-01T00:00:00Z"), "epoch", { vibration: 0 }), // 5: stored
+    ];
+    await produce(kafka, `sensor-data-${tenant}`, sent.map((x) => ({ key: x.equipment_id, value: encodeReading(schemaId, x) })));
+    await waitUntil("the class-13 records in PostgreSQL, dead letters and S3", () => inS3(tenant, group), 90_000);
+
+    // Stored, in time order: offsets 0 (1969), 5 (the epoch), 1 (2024).
+    const storedOffsets = [0, 5, 1];
+    const stored = storedOffsets.map((o) => sent[o]!).map((x) => ({ time: x.time, equipment_id: x.equipment_id, temperature: x.temperature, vibration: x.vibration, pressure: x.pressure }));
+    const pg = await db.admin.query<{ ms: string; equipment_id: string; temperature: number | null; vibration: number | null; pressure: number | null }>(
+      "SELECT (extract(epoch FROM time) * 1000)::bigint AS ms, equipment_id, temperature, vibration, pressure FROM sensor_data_raw WHERE tenant_id = $1 ORDER BY time",
+      [tenant],
+    );
+    expect(pg.rows.map((x) => ({ time: Number(x.ms), equipment_id: x.equipment_id, temperature: x.temperature, vibration: x.vibration, pressure: x.pressure }))).toEqual(stored);
+    expect(Number(pg.rows[0]!.ms)).toBe(-1000);
+    const dls = await db.admin.query<{ source_offset: string; reason: string; stage: string }>(
+      "SELECT source_offset, reason, stage FROM millrace.dead_letters WHERE tenant_id = $1 ORDER BY source_offset",
+      [tenant],
+    );
+    expect(dls.rows.map((x) => [Number(x.source_offset), x.reason])).toEqual([
+      [2, "non_finite_value"],
+      [3, "non_finite_value"],
+      [4, "non_finite_value"],
+    ]);
+
+    const parquetRows = (rows: Array<{ time: number; equipment_id: string; temperature: number | null; vibration: number | null; pressure: number | null; source_offset: number }>) =>
+      rows
+        .map((x) => ({ time: x.time, equipment_id: x.equipment_id, temperature: x.temperature, vibration: x.vibration, pressure: x.pressure, source_offset: x.source_offset }))
+        .sort((a, b) => a.time - b.time);
+    const want = stored.map((x, i) => ({ ...x, source_offset: storedOffsets[i] }));
+    expect(parquetRows(rowsOf(SHARED, tenant))).toEqual(want);
+    // DuckDB over the uploaded objects themselves (downloaded), with Hive partitioning.
+    const dir = mkdtempSync(join(tmpdir(), "millrace-c13-"));
+    const duck = await openDuckDb();
+    try {
+      const listed = await s3.send(new ListObjectsV2Command({ Bucket: SHARED, Prefix: `${tenant}/` }));
+      const keys = (listed.Contents ?? []).map((o) => o.Key!);
+      expect(keys.length).toBeGreaterThan(0);
+      expect(keys.some((k) => k.includes("/date=1969-12-31/hour=23/"))).toBe(true); // the file's first reading is the 1969 one
+      for (const key of keys) {
+        const body = await (await s3.send(new GetObjectCommand({ Bucket: SHARED, Key: key }))).Body!.transformToByteArray();
+        mkdirSync(dirname(join(dir, key)), { recursive: true });
+        writeFileSync(join(dir, key), body);
+      }
+      const glob = join(dir, tenant, "sensor-data", "*", "*", "*.parquet").replaceAll("'", "''");
+      expect(parquetRows(await duck.rows(`read_parquet('${glob}', hive_partitioning = true)`))).toEqual(want);
+    } finally {
+      duck.close();
+      rmSync(dir, { recursive: true, force: true });
     }
     await worker.stop();
   });

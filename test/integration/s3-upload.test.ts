@@ -10,6 +10,7 @@ import { spawnSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { join } from "node:path";
 import {
+  AbortMultipartUploadCommand,
   CreateBucketCommand,
   CreateMultipartUploadCommand,
   DeleteBucketCommand,
@@ -483,5 +484,67 @@ describe("s3_parquet uploads, locations and manifest", () => {
     expect(inspect.stdout).toMatch(/rows\s+498/);
     expect(inspect.stdout).toMatch(/time\s+2024-06-01T08:15:00.000Z \.\. 2024-06-01T08:19:09.500Z/);
     expect(inspect.stdout).toMatch(/time\s+INT64\s+TIMESTAMP\(MILLIS, UTC\)\s+REQUIRED/);
+  });
+
+  it("millrace parquet verify (the command line) exits 1 and names a gap and an overlap made in the manifest with SQL", async () => {
+    const tenant = randomUUID();
+    await db.admin.query(`INSERT INTO tenants (tenant_id, tenant_name, deployment_type, storage_mode) VALUES ($1, 'ranges co', 'multi-tenant', 'shared')`, [tenant]);
+    const topic = `sensor-data-${tenant}`;
+    const loc = await location(tenant);
+    const entry = (partition: number, first: number, last: number) =>
+      db.admin.query(
+        `INSERT INTO millrace.parquet_files (topic, partition, first_offset, last_offset, consumer_group, tenant_id, bucket, object_key, status, row_count, min_time, max_time)
+         VALUES ($1, $2, $3, $4, 'ranges-test', $5, $6, $7, 'planned', $8, to_timestamp(0), to_timestamp(0))`,
+        [topic, partition, first, last, tenant, loc.bucket, locationObjectKey(loc, { topic, partition, firstOffset: first, lastOffset: last, firstTime: 0 }), last - first + 1],
+      );
+    const cliEnv = { ...process.env, MILLRACE_PG_ADMIN_URL: db.adminUrl, MILLRACE_S3_SHARED_BUCKET: sharedBucket, MILLRACE_PG_URL: "" };
+    const verify = () => spawnSync(join(repoRoot, "millrace"), ["parquet", "verify", "--tenant", tenant], { env: cliEnv, encoding: "utf8", timeout: 120_000 });
+    // Contiguous ranges first: no problem (the planned files are notes).
+    await entry(0, 0, 99);
+    await entry(1, 0, 99);
+    await entry(2, 0, 99);
+    await entry(2, 100, 199);
+    const clean = verify();
+    expect(clean.status, clean.stderr).toBe(0);
+    expect(clean.stdout).toContain("ok: no problems");
+    expect(clean.stdout).toMatch(/4 files: 0 uploaded .*, 4 planned/);
+    // Partition 0: a file over offsets 50-149 overlaps 0-99; partition 1: 100-199 are in no file.
+    await entry(0, 50, 149);
+    await entry(1, 200, 299);
+    const bad = verify();
+    expect(bad.status, bad.stderr).toBe(1);
+    expect(bad.stdout).toContain(`problem (overlap): ${topic}[0]: offsets 50-99 are in two files (0-99 and 50-149)`);
+    expect(bad.stdout).toContain(`problem (gap): ${topic}[1]: offsets 100-199 are in no file (between 0-99 and 200-299)`);
+    expect(bad.stdout).toContain("2 problems");
+    expect(bad.stdout).not.toMatch(new RegExp(`problem \\(\\w+\\): ${topic}\\[2\\]`));
+  });
+
+  it("millrace parquet abort-stale aborts the incomplete multipart uploads under the tenant's prefix older than --older-than, nothing else", async () => {
+    const tenant = randomUUID();
+    await db.admin.query(`INSERT INTO tenants (tenant_id, tenant_name, deployment_type, storage_mode) VALUES ($1, 'stale co', 'multi-tenant', 'shared')`, [tenant]);
+    const loc = await location(tenant);
+    const mine = await s3.send(new CreateMultipartUploadCommand({ Bucket: loc.bucket, Key: `${loc.tenantPrefix}sensor-data/stranded.parquet` }));
+    const elsewhereKey = `not-${tenant}/stranded.parquet`;
+    const elsewhere = await s3.send(new CreateMultipartUploadCommand({ Bucket: loc.bucket, Key: elsewhereKey }));
+    const cliEnv = { ...process.env, MILLRACE_PG_ADMIN_URL: db.adminUrl, MILLRACE_S3_SHARED_BUCKET: sharedBucket, MILLRACE_PG_URL: "" };
+    const abortStale = (...args: string[]) => spawnSync(join(repoRoot, "millrace"), ["parquet", "abort-stale", "--tenant", tenant, ...args], { env: cliEnv, encoding: "utf8", timeout: 120_000 });
+    try {
+      // Younger than the default 15 minutes (a live worker's upload would be): left alone.
+      const young = abortStale();
+      expect(young.status, young.stderr).toBe(0);
+      expect(young.stdout).toContain("0 incomplete uploads older than 15m aborted");
+      expect((await uploadsUnder(loc.bucket, loc.tenantPrefix)).map((u) => u.UploadId)).toEqual([mine.UploadId]);
+      const all = abortStale("--older-than", "0s");
+      expect(all.status, all.stderr).toBe(0);
+      expect(all.stdout).toContain(`aborted s3://${loc.bucket}/${loc.tenantPrefix}sensor-data/stranded.parquet upload ${mine.UploadId}`);
+      expect(all.stdout).toContain("1 incomplete upload older than 0ms aborted");
+      expect(await uploadsUnder(loc.bucket, loc.tenantPrefix)).toEqual([]);
+      expect((await uploadsUnder(loc.bucket, `not-${tenant}/`)).map((u) => u.UploadId)).toEqual([elsewhere.UploadId]);
+      const bad = abortStale("--older-than", "15");
+      expect(bad.status).not.toBe(0);
+      expect(bad.stderr).toContain("is not a duration like 100ms, 30s, 5m or 1h");
+    } finally {
+      await s3.send(new AbortMultipartUploadCommand({ Bucket: loc.bucket, Key: elsewhereKey, UploadId: elsewhere.UploadId })).catch(() => {});
+    }
   });
 });

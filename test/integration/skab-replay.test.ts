@@ -3,11 +3,15 @@
  * `millrace produce csv`'s reader as equipment of two tenants land row for row in sensor_data_raw:
  * per file the count equals the CSV's, and every value equals the CSV's (as float32, the schema's
  * measure type), at the CSV's own timestamps (2020, UTC — kept because the tenants have unlimited
- * retention; older days get their partitions on demand).
+ * retention; older days get their partitions on demand). The uploaded objects are read back by two
+ * independent readers: pyarrow over the S3 API, and DuckDB over a local copy of each tenant's prefix
+ * (GetObject of every object the worker uploaded; DuckDB's httpfs cannot be installed offline).
  */
 import { randomUUID } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import type { Admin } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { IngestWorker } from "../../pipelines/runtime/worker.ts";
@@ -18,7 +22,7 @@ import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { deleteTopics, testKafka } from "../helpers/kafka.ts";
 import { waitUntil } from "../helpers/wait.ts";
-import { readS3DatasetWithPyarrow } from "../helpers/parquet-readers.ts";
+import { openDuckDb, readS3DatasetWithPyarrow, type ReadRow } from "../helpers/parquet-readers.ts";
 import { requireEnv } from "../../lib/env.ts";
 import { testPlan, testWorker } from "../helpers/worker.ts";
 
@@ -119,21 +123,60 @@ describe("SKAB valve1 replay", () => {
       accessKeyId: requireEnv("MILLRACE_S3_ACCESS_KEY_ID"),
       secretAccessKey: requireEnv("MILLRACE_S3_SECRET_ACCESS_KEY"),
     };
-    for (const t of tenants) {
-      const rows = readS3DatasetWithPyarrow(`millrace-shared/${t}/sensor-data/`, s3).rows;
+    const compare = (reader: string, t: string, rows: ReadRow[]) => {
+      expect(rows.length, `${reader}: rows of tenant ${t.slice(0, 8)}`).toBe(files.filter((x) => owner(x) === t).reduce((n, f) => n + expected.get(f)!.length, 0));
       for (const f of files.filter((x) => owner(x) === t)) {
         const want = expected.get(f)!;
         const got = rows.filter((r) => r.equipment_id === equipment(f)).sort((a, b) => a.time - b.time);
-        expect(got.length, `${f} in Parquet`).toBe(want.length);
+        expect(got.length, `${reader}: ${f} in Parquet`).toBe(want.length);
         for (const [i, r] of want.entries()) {
           const g = got[i]!;
           expect(g.tenant_id).toBe(t);
+          expect(g.facility_id).toBe("skab-testbed");
           expect(g.time).toBe(r.time);
           expect(Math.fround(g.temperature!)).toBe(r.temperature);
           expect(Math.fround(g.vibration!)).toBe(r.vibration);
           expect(Math.fround(g.pressure!)).toBe(r.pressure);
         }
       }
+    };
+    const client = new S3Client({ endpoint: s3.endpoint, region: s3.region, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }, forcePathStyle: true });
+    const duck = await openDuckDb();
+    const dir = mkdtempSync(join(tmpdir(), "millrace-skab-"));
+    try {
+      for (const t of tenants) {
+        const py = readS3DatasetWithPyarrow(`millrace-shared/${t}/sensor-data/`, s3).rows;
+        compare("pyarrow", t, py);
+        // The very objects the worker uploaded, byte for byte, into a local copy of the prefix.
+        const keys: string[] = [];
+        let token: string | undefined;
+        do {
+          const page = await client.send(new ListObjectsV2Command({ Bucket: "millrace-shared", Prefix: `${t}/`, ContinuationToken: token }));
+          keys.push(...(page.Contents ?? []).map((o) => o.Key!));
+          token = page.IsTruncated ? page.NextContinuationToken : undefined;
+        } while (token);
+        const manifest = await db.admin.query<{ object_key: string }>("SELECT object_key FROM millrace.parquet_files WHERE tenant_id = $1 AND consumer_group = $2 AND status = 'uploaded' ORDER BY 1", [t, group]);
+        expect(keys.sort()).toEqual(manifest.rows.map((r) => r.object_key));
+        for (const key of keys) {
+          const body = await (await client.send(new GetObjectCommand({ Bucket: "millrace-shared", Key: key }))).Body!.transformToByteArray();
+          mkdirSync(dirname(join(dir, key)), { recursive: true });
+          writeFileSync(join(dir, key), body);
+        }
+        const glob = join(dir, t, "sensor-data", "*", "*", "*.parquet").replaceAll("'", "''");
+        const rows = await duck.rows(`read_parquet('${glob}', hive_partitioning = true)`);
+        compare("DuckDB", t, rows);
+        // Both readers agree on every column of every row, the Kafka offset included.
+        const byKey = (r: ReadRow) => `${r.equipment_id}\u0000${r.source_offset}`;
+        const strip = ({ date: _d, hour: _h, ...r }: ReadRow) => r;
+        const sortRows = (rs: ReadRow[]) => rs.map(strip).sort((a, b) => (byKey(a) < byKey(b) ? -1 : byKey(a) > byKey(b) ? 1 : 0));
+        expect(sortRows(rows)).toEqual(sortRows(py));
+        const types = await duck.query(`SELECT column_name, column_type FROM (DESCRIBE SELECT time FROM read_parquet('${glob}'))`);
+        expect(types).toEqual([{ column_name: "time", column_type: "TIMESTAMP WITH TIME ZONE" }]);
+      }
+    } finally {
+      duck.close();
+      client.destroy();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -12,8 +12,11 @@ const config = z.strictObject({
   row_group_rows: integer({ min: 1, max: 1_000_000 }).prefault(4096).describe("Rows per Parquet row group (bounds the encoder's memory)."),
   max_buffered_bytes: size({ min: 1024 })
     .prefault("256MiB")
-    .describe("Rows buffered for files over all partitions of a worker: beyond about this much memory, the largest buffers are closed into files early — the worker's memory for Parquet is bounded by this (plus uploads in flight), not by the number of partitions. Lower it (with the V8 heap limit) to bound RSS; early cuts move Parquet encoding into the ingest path and make smaller files."),
-  max_pending_bytes: size({ min: 1024 }).prefault("256MiB").describe("A partition whose files wait to be uploaded beyond this is paused (backpressure); other tenants go on."),
+    .describe("Rows buffered for files over all partitions of a worker: beyond about this much memory, the largest buffers are closed into files early (they then wait for upload, bounded by max_memory_bytes). Lower it (with the V8 heap limit) to bound RSS; early cuts move Parquet encoding into the ingest path and make smaller files."),
+  max_pending_bytes: size({ min: 1024 }).prefault("256MiB").describe("A partition whose rows buffered plus files waiting to be uploaded pass this is paused (backpressure) until back under half; other tenants go on."),
+  max_memory_bytes: size({ min: 1024 })
+    .prefault("1GiB")
+    .describe("Rows buffered plus files waiting to be uploaded, over all partitions of a worker (the same estimate as max_buffered_bytes): beyond it every partition that would add to it is paused until uploads bring it back under 90% — with S3 slow or down the Parquet sink's memory stays bounded whatever the number of partitions, never dropping a row. Keep it above max_buffered_bytes + max_pending_bytes, so one failing tenant (paused at max_pending_bytes) does not pause the others."),
   multipart_threshold: size({ min: 1 }).prefault("16MiB").describe("Files of at least this many bytes are uploaded as a multipart upload (8 MiB parts), smaller ones with one PutObject."),
   shared_bucket: text()
     .superRefine((v, ctx) => {
@@ -53,6 +56,7 @@ export const s3Parquet = defineComponent({
     rowGroupRows: c.row_group_rows,
     maxBufferedBytes: c.max_buffered_bytes,
     maxPendingBytes: c.max_pending_bytes,
+    maxMemoryBytes: c.max_memory_bytes,
     multipartThreshold: c.multipart_threshold,
     sharedBucket: c.shared_bucket,
     keyPrefix: c.key_prefix,
