@@ -179,6 +179,8 @@ describe("loadTopology: good topologies", () => {
         maxBytes: 10 * 1024 ** 2,
         partitionsConsumedConcurrently: 4,
         topicRefreshMs: 10_000,
+        lagPollMs: 5_000,
+        stallAfterMs: 60_000,
       },
       processors: [
         { id: "decode", type: "avro_decode", input: "tenant_topics", schemaFile: SCHEMA, unknownSchemaTtlMs: 60_000 },
