@@ -74,8 +74,9 @@ const BAD_FIXTURES: Record<string, Expected[]> = {
   "settings.yaml": [
     ["sources.in.heartbeat_interval", 7, "must be at most a third of session_timeout (10s), i.e. at most 3333ms"],
     ["sources.in.max_bytes_per_partition", 8, "must not exceed max_bytes"],
-    ["processors.decode.retry", 15, "unknown setting `retry` for avro_decode: only timescale_copy, s3_parquet, kafka_dead_letter take the engine's `retry` settings"],
-    ["sinks.db.retry.max_delay", 25, "must be at least initial_delay"],
+    ["sources.in.lag_poll", 10, "must be shorter than stall_after (10s), or a wedged partition is noticed late"],
+    ["processors.decode.retry", 17, "unknown setting `retry` for avro_decode: only timescale_copy, s3_parquet, kafka_dead_letter take the engine's `retry` settings"],
+    ["sinks.db.retry.max_delay", 27, "must be at least initial_delay"],
   ],
   // Several problems at once: all reported, in file order, none hiding another.
   "many-problems.yaml": [
