@@ -41,6 +41,9 @@ export function isRetriablePgError(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown };
   if (err instanceof MillraceError) return err.retriable;
   const code = e?.code;
+  // A socket-level failure (ECONNREFUSED, ECONNRESET, EPIPE, ETIMEDOUT…): errno codes start with E,
+  // which no SQLSTATE class does — checked first, as EPIPE also looks like a five-character SQLSTATE.
+  if (typeof code === "string" && /^E[A-Z]+$/.test(code)) return true;
   if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) {
     return (
       code.startsWith("08") || // connection exception
@@ -52,9 +55,8 @@ export function isRetriablePgError(err: unknown): boolean {
       code === "57014" // query_canceled (statement_timeout)
     );
   }
-  // No SQLSTATE: a socket-level failure (ECONNREFUSED, ECONNRESET, EPIPE, ETIMEDOUT…) or one of
-  // node-postgres's own connection errors. Anything else (a TypeError, say) is a bug, not retriable.
-  if (typeof code === "string" && /^E[A-Z]+$/.test(code)) return true;
+  // No code: one of node-postgres's own connection errors. Anything else (a TypeError, say) is a
+  // bug, not retriable.
   const msg = typeof e?.message === "string" ? e.message : "";
   return /Connection terminated|connection error|timeout exceeded when trying to connect|Client was closed|Connection ended|the database system is (starting up|shutting down)/i.test(msg);
 }

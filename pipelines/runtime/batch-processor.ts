@@ -8,7 +8,7 @@
 import type { KafkaMessage } from "kafkajs";
 import type { Stage } from "../../lib/errors.ts";
 import type { DeadLetterRow } from "../../sinks/timescale/writer.ts";
-import { AvroDecoder } from "../processors/decode.ts";
+import { AvroDecoder, schemaIdOf } from "../processors/decode.ts";
 import { validateReading, type ValidateOptions } from "../processors/validate.ts";
 import type { StoredReading } from "../reading.ts";
 import type { TenantDirectory } from "./tenant-directory.ts";
@@ -87,7 +87,8 @@ export class BatchProcessor {
         // Only a chunk with a rejection pays for the copy and the offset index.
         kept ??= rows.slice(0, i);
         byOffset ??= new Map(messages.map((m) => [Number(m.offset), m]));
-        out.deadLetters.push(deadLetterOf(byOffset.get(r.offset)!, src, { stage: "quota", reason: q.reason, message: q.message }));
+        const m = byOffset.get(r.offset)!;
+        out.deadLetters.push(deadLetterOf(m, src, { stage: "quota", reason: q.reason, message: q.message, schemaId: schemaIdOf(m.value) }));
       }
       if (kept) out.rows = kept;
     }
@@ -133,7 +134,7 @@ export class BatchProcessor {
     for (const m of messages) {
       const offset = Number(m.offset);
       if (src.tenantId === null) {
-        deadLetters.push(deadLetterOf(m, src, { stage: "tenant", reason: "unknown_tenant", message: `topic ${src.topic} does not name a tenant` }));
+        deadLetters.push(deadLetterOf(m, src, { stage: "tenant", reason: "unknown_tenant", message: `topic ${src.topic} does not name a tenant`, schemaId: schemaIdOf(m.value) }));
         continue;
       }
       const decoded = this.decoder.decode(m.value);

@@ -48,6 +48,7 @@ import { AlertPublisher, AlertPublisherMetrics } from "../../sinks/alerts/publis
 import { PgWebhookTargets, WebhookMetrics, WebhookNotifier } from "../../sinks/alerts/webhooks.ts";
 import type { Rejection, StoredReading } from "../reading.ts";
 import { TenantDirectory, TopicPattern } from "./tenant-directory.ts";
+import { PartitionProgress, type PartitionLag } from "./partition-progress.ts";
 import { TenantDatabases } from "../../tenants/database.ts";
 import { readFileSync } from "node:fs";
 import { resolve, dirname } from "node:path";
@@ -67,7 +68,7 @@ export interface WorkerSettings {
   log: Logger;
   /** Partitions of dead-letter topics created on demand. */
   deadLetterPartitions?: number;
-  /** A partition with lag that has not moved for this long makes /readyz fail. */
+  /** A partition with lag that has not moved for this long makes /readyz fail (default: source.stall_after). */
   stallAfterMs?: number;
   /** Only consume tenant topics this accepts (default: all that match the source pattern). */
   topicFilter?: (topic: string) => boolean;
@@ -90,9 +91,6 @@ interface PartitionState {
   store: TenantStore;
   /** Stored next offset (database); undefined until loaded after an assignment. */
   next: number | undefined;
-  lag: number;
-  lastProgressAt: number;
-  highWatermark: number;
   /** Consecutive failed attempts at the current chunk (for the pause backoff). */
   failures?: number;
   /** Where this partition last sought back to (to seek back at most once per position). */
@@ -103,7 +101,8 @@ export interface WorkerStatus {
   instanceId: string;
   joined: boolean;
   crashed: string | undefined;
-  assigned: Array<{ topic: string; partition: number; next: number | undefined; lag: number; stalledMs: number }>;
+  /** Every partition of the current assignment (see {@link PartitionProgress}). */
+  assigned: PartitionLag[];
   dbOk: boolean;
 }
 
@@ -141,6 +140,12 @@ export class IngestWorker {
   private readonly decodePlan: Extract<ProcessorPlan, { type: "avro_decode" }>;
   private readonly sinkPlan: Extract<SinkPlan, { type: "timescale_copy" }>;
   private readonly partitions = new Map<string, PartitionState>();
+  /** Lag and progress of every assigned partition (readiness, the lag gauge). */
+  private readonly progress: PartitionProgress;
+  private lagTimer: NodeJS.Timeout | undefined;
+  /** When the high watermarks were last read from Kafka (the lag poll), and its last error. */
+  private watermarksReadAt = Date.now();
+  private watermarkError: string | undefined;
   /** Partitions of the current assignment with no offset in the database: where the log starts (from_beginning). */
   private readonly logStart = new Map<string, number>();
   /** The current assignment's positioning (see {@link seekToStoredOffsets}); awaited before a partition's first batch. */
@@ -165,6 +170,7 @@ export class IngestWorker {
     this.instanceId = settings.instanceId ?? `millrace-${randomUUID().slice(0, 8)}`;
     this.log = settings.log.child({ component: "worker", instance: this.instanceId });
     this.metrics = new PipelineMetrics({ instance: this.instanceId });
+    this.progress = new PartitionProgress(this.metrics.lag);
     this.decodePlan = find(plan.processors, "avro_decode");
     const validatePlan = find(plan.processors, "validate_reading");
     this.sinkPlan = find(plan.sinks, "timescale_copy");
@@ -393,6 +399,7 @@ export class IngestWorker {
       st.alerts?.start();
     }
     this.watchTopics();
+    this.watchLag();
   }
 
   /** Listeners (ignoring a replaced consumer's late events), subscription and run. */
@@ -405,15 +412,23 @@ export class IngestWorker {
       // A new generation: every partition reloads its stored offset before its next batch.
       this.partitions.clear();
       this.logStart.clear();
+      this.progress.assign(e.payload.memberAssignment);
+      this.watermarksReadAt = Date.now();
       this.thresholds?.forgetAll();
       this.parquet?.forgetAll();
       this.assignmentSeek = this.seekToStoredOffsets(c, e.payload.memberAssignment);
       this.log.info({ assignment: e.payload.memberAssignment }, "joined consumer group");
     });
+    // kafkajs rebalances eagerly: every partition is revoked until the next GROUP_JOIN; a crashed
+    // consumer has left the group (its partitions go to others).
+    c.on(c.events.REBALANCING, () => {
+      if (current()) this.progress.dropAll();
+    });
     c.on(c.events.CRASH, (e) => {
       if (!current()) return;
       this.crashed = String(e.payload.error?.message ?? e.payload.error);
       this.joined = false;
+      this.progress.dropAll();
       this.log.error({ err: e.payload.error, restart: e.payload.restart }, "consumer crashed");
     });
     c.on(c.events.STOP, () => {
@@ -463,6 +478,7 @@ export class IngestWorker {
           if (at === undefined || c !== this.consumer) continue;
           if (!stored.has(partition)) this.logStart.set(this.key(topic, partition), at);
           c.seek({ topic, partition, offset: String(at) });
+          this.progress.advance(topic, partition, at);
         }
       }
     } catch (err) {
@@ -537,8 +553,8 @@ export class IngestWorker {
    * used: every later metadata refresh of that client fails with UNKNOWN_TOPIC_OR_PARTITION and a
    * commit for it retries without end. So the consumer and the admin are replaced by fresh ones
    * (the outbox relays reach the admin through {@link relayKafka}, and renew their own producers
-   * on their next turn); the old ones are stopped and disconnected within bounds. Offsets live in the database, so the new consumer's group
-   * generation resumes exactly where the old one stopped.
+   * on their next turn); the old ones are stopped and disconnected within bounds. Offsets live in
+   * the database, so the new consumer's group generation resumes exactly where the old one stopped.
    */
   private async replaceKafkaClients(topics: string[], removed: string[]): Promise<void> {
     const old = { consumer: this.consumer, admin: this.admin };
@@ -547,6 +563,7 @@ export class IngestWorker {
     await bounded(old.consumer.stop(), 15_000, () => this.log.warn("old consumer did not stop within 15 s; disconnecting it"));
     await bounded(old.consumer.disconnect(), 10_000);
     for (const k of [...this.partitions.keys()]) if (removed.includes(k.split("\u0000")[0]!)) this.partitions.delete(k);
+    for (const a of this.progress.list()) if (removed.includes(a.topic)) this.progress.drop(a.topic, a.partition);
     const admin = this.kafka.admin();
     await admin.connect();
     this.admin = admin;
@@ -724,14 +741,12 @@ export class IngestWorker {
         if (this.parquet && tenantId) {
           await retry(() => this.parquet!.assign(topic, partition, tenantId, next), this.retryPolicy(), { retriable: isRetriablePgError, signal: this.abort.signal });
         }
-        state = { store, next, lag: 0, lastProgressAt: Date.now(), highWatermark: Number(batch.highWatermark) };
+        state = { store, next };
         this.partitions.set(k, state);
+        const at = next ?? this.logStart.get(k) ?? (batch.messages.length > 0 ? Number(batch.messages[0]!.offset) : undefined);
+        if (at !== undefined) this.progress.advance(topic, partition, at);
       }
-      state.highWatermark = Number(batch.highWatermark);
-      const pending = Math.max(0, state.highWatermark - (state.next ?? Number(batch.firstOffset() ?? batch.highWatermark)));
-      // The stall clock starts when there is work to do, not when the partition was last idle.
-      if (state.lag === 0 && pending > 0) state.lastProgressAt = Date.now();
-      state.lag = pending;
+      this.progress.observeHigh(topic, partition, Number(batch.highWatermark));
       let messages = batch.messages;
       const pqNext = this.parquet?.nextToAppend(topic, partition);
       // With nothing stored yet, the source starts at the log start (from_beginning), not wherever
@@ -775,8 +790,6 @@ export class IngestWorker {
         if (tenantId !== null && this.rateLimited(p, src, tenantId, chunk.length)) return;
       }
       if (messages.length === 0 && batch.messages.length > 0) p.resolveOffset(batch.messages[batch.messages.length - 1]!.offset);
-      state.lag = Math.max(0, Number(batch.highWatermark) - (state.next ?? 0));
-      this.metrics.lag.set({ topic, partition: String(partition) }, state.lag);
     } finally {
       clearInterval(heartbeat);
     }
@@ -928,6 +941,7 @@ export class IngestWorker {
         this.metrics.fenced.inc({ topic: src.topic });
         this.log.warn({ topic: src.topic, partition: src.partition, err: err.message }, "batch fenced; another worker owns the partition");
         this.partitions.delete(this.key(src.topic, src.partition));
+        this.progress.drop(src.topic, src.partition);
         this.thresholds?.forget(scope);
         const pq = this.parquet?.committed(src.topic, src.partition);
         this.parquet?.forget(src.topic, src.partition);
@@ -953,7 +967,7 @@ export class IngestWorker {
       if (alarms.events.length > 0) state.store.alerts?.trigger();
     }
     state.next = last + 1;
-    state.lastProgressAt = Date.now();
+    this.progress.advance(src.topic, src.partition, state.next);
     p.resolveOffset(String(last));
     // Kafka's committed offset is only a hint (the database is authoritative): never fail on it.
     // Committed to Kafka only as far as both sinks hold the records.
@@ -982,16 +996,12 @@ export class IngestWorker {
   }
 
   status(): WorkerStatus {
-    const now = Date.now();
     return {
       instanceId: this.instanceId,
       joined: this.joined,
       crashed: this.crashed,
       dbOk: this.dbOk,
-      assigned: [...this.partitions.entries()].map(([k, s]) => {
-        const [topic, partition] = k.split("\u0000") as [string, string];
-        return { topic, partition: Number(partition), next: s.next, lag: s.lag, stalledMs: s.lag > 0 ? now - s.lastProgressAt : 0 };
-      }),
+      assigned: this.progress.list(),
     };
   }
 
@@ -1002,22 +1012,64 @@ export class IngestWorker {
     if (!s.joined) why.push(s.crashed ? `consumer crashed: ${s.crashed}` : "not a member of the consumer group yet");
     if (!s.dbOk) why.push("database writes are failing (retrying)");
     for (const f of this.parquet?.failing() ?? []) why.push(`Parquet uploads for ${f.topic}[${f.partition}] are failing (retrying): ${f.error}`);
-    const stall = this.settings.stallAfterMs ?? 60_000;
-    for (const a of s.assigned) if (a.stalledMs > stall) why.push(`${a.topic}[${a.partition}] stalled at offset ${a.next} with lag ${a.lag} for ${Math.round(a.stalledMs / 1000)} s`);
+    const stall = this.stallAfterMs();
+    for (const a of this.progress.stalled(stall)) why.push(`${a.topic}[${a.partition}] stalled at offset ${a.next} with lag ${a.lag} for ${Math.round(a.stalledMs / 1000)} s`);
+    const unread = Date.now() - this.watermarksReadAt;
+    if (s.joined && this.progress.size > 0 && unread > stall + this.plan.source.lagPollMs) {
+      why.push(`high watermarks not read from Kafka for ${Math.round(unread / 1000)} s${this.watermarkError ? `: ${this.watermarkError}` : ""}`);
+    }
     return { ready: why.length === 0, why };
   }
 
-  /** Total lag over the partitions this worker has seen (for the demo's "drained" check). */
+  private stallAfterMs(): number {
+    return this.settings.stallAfterMs ?? this.plan.source.stallAfterMs;
+  }
+
+  /** Total lag over the assigned partitions (for the demo's "drained" check). */
   totalLag(): number {
-    let lag = 0;
-    for (const s of this.partitions.values()) lag += s.lag;
-    return lag;
+    return this.progress.total();
+  }
+
+  /**
+   * The lag poll (`source.lag_poll`): one ListOffsets request per topic with assigned partitions, so
+   * lag and readiness move even when no batch arrives — a consumer that stopped fetching, a
+   * partition paused for good. Sequential ticks: never more than one poll in flight.
+   */
+  private watchLag(): void {
+    const tick = async () => {
+      try {
+        await this.pollWatermarks();
+      } finally {
+        if (!this.abort.signal.aborted && this.stopping === undefined) {
+          this.lagTimer = setTimeout(() => void tick(), this.plan.source.lagPollMs);
+          this.lagTimer.unref();
+        }
+      }
+    };
+    this.lagTimer = setTimeout(() => void tick(), this.plan.source.lagPollMs);
+    this.lagTimer.unref();
+  }
+
+  private async pollWatermarks(): Promise<void> {
+    const topics = this.progress.topics().filter((t) => this.subscribedTopics.has(t));
+    let error: string | undefined;
+    for (const topic of topics) {
+      try {
+        for (const o of await this.admin.fetchTopicOffsets(topic)) this.progress.observeHigh(topic, o.partition, Number(o.high), true);
+      } catch (err) {
+        error = `${topic}: ${(err as Error).message}`;
+      }
+    }
+    if (error === undefined) this.watermarksReadAt = Date.now();
+    else this.log.warn({ err: error }, "reading high watermarks failed (lag and readiness use the last ones read)");
+    this.watermarkError = error;
   }
 
   /** Graceful stop: finish the chunk in flight, commit, publish outstanding dead letters, disconnect. */
   async stop(): Promise<void> {
     this.stopping ??= (async () => {
       if (this.topicTimer) clearTimeout(this.topicTimer);
+      if (this.lagTimer) clearTimeout(this.lagTimer);
       // A run in flight against an unreachable database is not waited for beyond the bound.
       await bounded(this.partitionMaintenance.stop(), STOP_STEP_MS, () => this.log.warn({ ms: STOP_STEP_MS }, "a partition maintenance run was still going; shutting down anyway"));
       if (this.parquet) {

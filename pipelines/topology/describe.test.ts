@@ -20,6 +20,8 @@ describe("describeTopology", () => {
       max_bytes: 10MiB
       partitions_consumed_concurrently: 4
       topic_refresh: 10s
+      lag_poll: 5s
+      stall_after: 1m
       --> decode
     Processor: decode (avro_decode)
       schema: schemas/sensor-reading.avsc

@@ -74,8 +74,9 @@ const BAD_FIXTURES: Record<string, Expected[]> = {
   "settings.yaml": [
     ["sources.in.heartbeat_interval", 7, "must be at most a third of session_timeout (10s), i.e. at most 3333ms"],
     ["sources.in.max_bytes_per_partition", 8, "must not exceed max_bytes"],
-    ["processors.decode.retry", 15, "unknown setting `retry` for avro_decode: only timescale_copy, s3_parquet, kafka_dead_letter take the engine's `retry` settings"],
-    ["sinks.db.retry.max_delay", 25, "must be at least initial_delay"],
+    ["sources.in.lag_poll", 10, "must be shorter than stall_after (10s), or a wedged partition is noticed late"],
+    ["processors.decode.retry", 17, "unknown setting `retry` for avro_decode: only timescale_copy, s3_parquet, kafka_dead_letter take the engine's `retry` settings"],
+    ["sinks.db.retry.max_delay", 27, "must be at least initial_delay"],
   ],
   // Several problems at once: all reported, in file order, none hiding another.
   "many-problems.yaml": [
@@ -179,6 +180,8 @@ describe("loadTopology: good topologies", () => {
         maxBytes: 10 * 1024 ** 2,
         partitionsConsumedConcurrently: 4,
         topicRefreshMs: 10_000,
+        lagPollMs: 5_000,
+        stallAfterMs: 60_000,
       },
       processors: [
         { id: "decode", type: "avro_decode", input: "tenant_topics", schemaFile: SCHEMA, unknownSchemaTtlMs: 60_000 },

@@ -38,6 +38,10 @@ export interface SourcePlan {
   partitionsConsumedConcurrently: number;
   /** How often the worker looks for new tenant topics (live onboarding). */
   topicRefreshMs: number;
+  /** How often the worker reads its assigned partitions' high watermarks (lag, readiness). */
+  lagPollMs: number;
+  /** A partition with lag and no progress for this long makes the worker not ready. */
+  stallAfterMs: number;
 }
 
 export type ProcessorPlan =

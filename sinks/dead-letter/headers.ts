@@ -1,13 +1,16 @@
 /**
- * Dead-letter record format (pure). The record keeps the original key and value bytes untouched
- * and the original headers; millrace adds these headers (all UTF-8 strings):
+ * Dead-letter record format (pure). The record keeps the original key and value bytes untouched.
+ * Of the original headers it keeps what the outbox stored (headersToStrings in
+ * pipelines/runtime/batch-processor.ts): each value as a UTF-8 string, the last value of a repeated
+ * header, none whose name starts with `millrace.` (dropped here too, so a producer cannot forge
+ * ours). millrace adds these headers (all UTF-8 strings), after the original ones:
  *
  *   millrace.dlq.id            `{source topic}/{partition}/{offset}` — unique per source record
  *   millrace.reason            machine-readable code, e.g. bad_magic_byte, tenant_mismatch
- *   millrace.stage             decode | validate | quota | sink
+ *   millrace.stage             decode | validate | quota | tenant | sink
  *   millrace.message           one line for humans
  *   millrace.source.topic / millrace.source.partition / millrace.source.offset
- *   millrace.schema.id         the wire-format schema id, when the frame had one
+ *   millrace.schema.id         the wire-format schema id, whenever the record is a frame (any stage)
  *   millrace.tenant            the tenant of the source topic
  *   millrace.source.timestamp  the source record's Kafka timestamp (ms)
  */

@@ -14,6 +14,7 @@ export function testPlan(overrides: { group?: string; maxRows?: number } = {}): 
   const clone = structuredClone(plan) as TopologyPlan;
   clone.source.consumerGroup = overrides.group ?? `test-${randomBytes(4).toString("hex")}`;
   clone.source.topicRefreshMs = 1000;
+  clone.source.lagPollMs = 1000;
   clone.source.sessionTimeoutMs = 10_000;
   clone.source.heartbeatIntervalMs = 1000;
   for (const p of clone.processors) if (p.type === "validate_reading") p.tenantRefreshMs = 500;

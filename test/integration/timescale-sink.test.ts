@@ -223,6 +223,8 @@ describe("timescale sink", () => {
     expect(ok.rows[0].one).toBe(1);
   });
 
+  // The sink alone, in this process; the whole path (a worker process under TZ=Europe/Berlin, Kafka
+  // → PostgreSQL and Parquet) is test/integration/worker-timezone.test.ts.
   it("stores the same instant whatever the process TZ (class 11)", async () => {
     const p = partition++;
     const instant = Date.parse("2024-03-31T01:30:00Z"); // the Berlin DST night

@@ -4,7 +4,8 @@
  *     membership, /readyz reports the stalled partition meanwhile, then every reading is stored once
  *     and lag drains — no rejoin loop;
  *  5  the broker is killed and restarted mid-stream (an isolated broker of this test's own, so the shared stack
- *     is not disturbed): consumption resumes without restarting the worker;
+ *     is not disturbed): /readyz answers 503 while the broker is down, consumption resumes without
+ *     restarting the worker, /readyz is 200 again;
  * 17  two pipeline instances in one process: no "already registered" throw, each one's metrics right.
  */
 import { randomUUID } from "node:crypto";
@@ -23,6 +24,8 @@ import { kafkaService, kafkaStackCredentials } from "../../stack/kafka.ts";
 import { createKafka } from "../../lib/kafka-client.ts";
 import type { StackContext } from "../../stack/types.ts";
 import { createTenant } from "../../tenants/provision.ts";
+import { startHealthServer } from "../../pipelines/runtime/health.ts";
+import { get } from "../helpers/http.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { deleteTopics, encodeReading, produce, registerSensorSchema, testKafka } from "../helpers/kafka.ts";
 import { waitUntil } from "../helpers/wait.ts";
@@ -237,19 +240,32 @@ describe("worker under faults (classes 3, 5, 17)", () => {
       await createTenant(db.admin, isoAdmin, { tenantId: tenant, name: "bounce", partitions: 2 });
       await isoAdmin.disconnect();
       const topic = `sensor-data-${tenant}`;
-      const worker = testWorker(testPlan(), db.adminUrl, [topic], { brokers: [`127.0.0.1:${ctx.ports.kafka}`], kafkaAuth: kafkaStackCredentials(ctx).worker });
+      const worker = testWorker(testPlan(), db.adminUrl, [topic], { brokers: [`127.0.0.1:${ctx.ports.kafka}`], kafkaAuth: kafkaStackCredentials(ctx).worker, stallAfterMs: 3000 });
       workers.push(worker);
       await worker.start();
+      const health = await startHealthServer(worker, 0, "127.0.0.1");
+      const readyz = async () => {
+        const r = await get(health.port, "/readyz");
+        return { code: r.status, why: (JSON.parse(r.body) as { why: string[] }).why };
+      };
       await produce(isoKafka, topic, Array.from({ length: 300 }, (_, i) => ({ key: `eq-${i % 10}`, value: encodeReading(schemaId, reading(tenant, i, base)) })));
       await waitUntil("300 rows before the bounce", async () => (await stored(db, tenant)) === 300, 60_000);
+      await waitUntil("/readyz 200 before the bounce", async () => (await readyz()).code === 200, 30_000);
       await kafkaService.stop(ctx, { force: true }); // hard kill mid-stream
+      // Not ready while the broker is down (the high watermarks cannot be read, or the consumer left the group).
+      const down = await waitUntil("/readyz 503 while the broker is down", async () => {
+        const r = await readyz();
+        return r.code === 503 ? r : undefined;
+      }, 60_000);
+      expect(down.why.join("; ")).toMatch(/high watermarks not read from Kafka|consumer crashed|not a member of the consumer group/);
       await kafkaService.start(ctx);
       await kafkaService.waitReady(ctx, 120_000);
       await produce(isoKafka, topic, Array.from({ length: 300 }, (_, i) => ({ key: `eq-${i % 10}`, value: encodeReading(schemaId, reading(tenant, 300 + i, base)) })));
       await waitUntil("600 rows after the bounce, same worker process", async () => (await stored(db, tenant)) === 600, 120_000);
-      await waitUntil("the worker to be ready again", async () => worker.ready().ready, 60_000);
+      await waitUntil("/readyz 200 again, same worker process", async () => (await readyz()).code === 200, 60_000);
       const distinct = await db.admin.query("SELECT count(DISTINCT temperature)::int AS n FROM sensor_data_raw WHERE tenant_id = $1", [tenant]);
       expect(distinct.rows[0].n).toBe(600);
+      await health.close();
       await worker.stop();
     });
   });

@@ -31,6 +31,12 @@ const config = z
     topic_refresh: duration({ min: 1_000 })
       .prefault("10s")
       .describe("How often the worker looks for new tenant topics, so a new tenant is consumed without a restart."),
+    lag_poll: duration({ min: 1_000, max: 300_000 })
+      .prefault("5s")
+      .describe("How often the worker reads the high watermarks of its assigned partitions (one request per topic), so lag and `/readyz` move even when no batch arrives (a consumer that stopped fetching)."),
+    stall_after: duration({ min: 1_000 })
+      .prefault("60s")
+      .describe("A partition with lag whose next offset has not moved for this long makes `/readyz` answer 503 naming it."),
   })
   .superRefine((c, ctx) => {
     // Kafka's rule for consumers: heartbeats at most a third of the session timeout, so that one or
@@ -38,6 +44,7 @@ const config = z
     if (c.heartbeat_interval * 3 > c.session_timeout) {
       ctx.addIssue({ code: "custom", path: ["heartbeat_interval"], message: `must be at most a third of session_timeout (${formatDuration(c.session_timeout)}), i.e. at most ${formatDuration(Math.floor(c.session_timeout / 3))}` });
     }
+    if (c.lag_poll >= c.stall_after) ctx.addIssue({ code: "custom", path: ["lag_poll"], message: `must be shorter than stall_after (${formatDuration(c.stall_after)}), or a wedged partition is noticed late` });
     if (c.max_bytes_per_partition > c.max_bytes) ctx.addIssue({ code: "custom", path: ["max_bytes_per_partition"], message: "must not exceed max_bytes" });
   });
 
@@ -63,5 +70,7 @@ export const kafkaTenantTopics = defineComponent({
     maxBytes: c.max_bytes,
     partitionsConsumedConcurrently: c.partitions_consumed_concurrently,
     topicRefreshMs: c.topic_refresh,
+    lagPollMs: c.lag_poll,
+    stallAfterMs: c.stall_after,
   }),
 });
