@@ -155,7 +155,7 @@ export function registerParquetCommands(program: Command): void {
         }
         tenant ??= parseParquetObjectKey(key)?.tenantId;
         if (!tenant && !bucket) throw new Error(`${key} is not a millrace Parquet key; give --bucket`);
-        let client = ctx.cache.clientFor(ctx.config.platform);
+        let client = ctx.cache.clientFor(ctx.config.platform, bucket);
         if (tenant) {
           const storage = await loadTenantStorage(ctx.pool, tenant);
           if (storage) {

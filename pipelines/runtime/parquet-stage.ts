@@ -3,8 +3,9 @@
  * database stored, files cut by the rolling policy, and for each file, in order:
  *   plan (boundaries in PostgreSQL) → encode → upload (verified) → mark uploaded + advance offset.
  *
- * Uploads run in the background, one file at a time per partition, so one tenant's slow or failing
- * bucket never holds up other partitions; a partition whose buffered + unuploaded bytes pass
+ * Uploads run in the background, one file at a time per partition, each bucket through its own S3
+ * client and connection pool (S3ClientCache), so one tenant's slow or failing bucket never holds up
+ * other partitions' uploads to other buckets; a partition whose buffered + unuploaded bytes pass
  * `maxPendingBytes` is paused by the worker until it drains, and when those bytes over all
  * partitions pass `maxMemoryBytes` every partition that would add to them is paused until uploads
  * bring them back under 90% (memory bounded whatever the number of partitions; nothing is dropped:
@@ -39,6 +40,7 @@ import {
   type ManifestEntry,
   type ParquetLocation,
   type ParquetStorageConfig,
+  type S3ClientCacheOptions,
   type TakenFile,
 } from "../../sinks/s3-parquet/index.ts";
 import type { StoredReading } from "../reading.ts";
@@ -97,9 +99,11 @@ export class ParquetStage {
     private readonly onLost: (topic: string, partition: number, committed?: number) => void,
     env: NodeJS.ProcessEnv = process.env,
     onS3Client?: (client: S3Client) => void,
+    /** S3 client options (e.g. `maxSockets`, the connections per bucket). */
+    s3Options: Omit<S3ClientCacheOptions, "onCreate"> = {},
   ) {
     this.config = parquetStorageConfig({ ...env, MILLRACE_S3_SHARED_BUCKET: env.MILLRACE_S3_SHARED_BUCKET || plan.sharedBucket, MILLRACE_S3_KEY_PREFIX: env.MILLRACE_S3_KEY_PREFIX ?? plan.keyPrefix });
-    this.s3 = new S3ClientCache(env, onS3Client ? { onCreate: (c) => onS3Client(c) } : {});
+    this.s3 = new S3ClientCache(env, { ...s3Options, ...(onS3Client ? { onCreate: (c: S3Client) => onS3Client(c) } : {}) });
   }
 
   private key(topic: string, partition: number): string {
@@ -112,7 +116,7 @@ export class ParquetStage {
 
   private ensureSharedBucket(): Promise<void> {
     this.sharedBucket ??= (async () => {
-      const s3 = this.s3.clientFor(this.config.platform);
+      const s3 = this.s3.clientFor(this.config.platform, this.config.sharedBucket);
       try {
         await s3.send(new HeadBucketCommand({ Bucket: this.config.sharedBucket }));
         return;

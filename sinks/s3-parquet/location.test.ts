@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { S3Client } from "@aws-sdk/client-s3";
 import { bucketNameProblem, locationObjectKey, parquetStorageConfig, resolveParquetLocation, S3ClientCache, TenantStorageError, type TenantStorage } from "./location.ts";
 
 const T = "3f1c2a9e-8b7d-4c6e-9a5f-1e2d3c4b5a69";
@@ -101,5 +102,54 @@ describe("tenant Parquet locations", () => {
     } finally {
       cache.destroy();
     }
+  });
+
+  it("gives every bucket its own client (and connection pool) on the same endpoint and credentials, rotation per bucket, destroy() all", () => {
+    const e: Record<string, string> = { ...env, ACME_KEY: "k1", ACME_SECRET: "s1" };
+    const made: Array<{ client: S3Client; bucket: string | undefined }> = [];
+    const cache = new S3ClientCache(e, { maxSockets: 3, onCreate: (client, _c, bucket) => made.push({ client, bucket }) });
+    const destroyed = new Set<S3Client>();
+    try {
+      const tenant = (id: string, bucket: string): TenantStorage => ({
+        tenantId: id,
+        deploymentType: "single-tenant",
+        storageMode: "dedicated",
+        storageBucket: bucket,
+        storageRef: { access_key_id_env: "ACME_KEY", secret_access_key_env: "ACME_SECRET" },
+        kmsKeyId: "k",
+      });
+      const one = resolveParquetLocation(tenant("0b1e9d3c-0000-4000-8000-000000000001", "bucket-one"), config, e);
+      const two = resolveParquetLocation(tenant("0b1e9d3c-0000-4000-8000-000000000002", "bucket-two"), config, e);
+      expect(one.connection).toEqual(two.connection); // same endpoint, region, addressing, credentials
+      const a = cache.clientForLocation(one);
+      const b = cache.clientForLocation(two);
+      expect(b).not.toBe(a);
+      expect(cache.clientForLocation(one)).toBe(a);
+      expect(cache.clientFor(one.connection, "bucket-one")).toBe(a);
+      const general = cache.clientFor(one.connection);
+      expect(general).not.toBe(a);
+      expect(made.map((m) => m.bucket)).toEqual(["bucket-one", "bucket-two", undefined]);
+      expect(cache.size).toBe(3);
+      // Rotation: each bucket's next call makes a new client; the old ones are retired, not dropped.
+      e.ACME_SECRET = "s2";
+      const a2 = cache.clientForLocation(one);
+      expect(a2).not.toBe(a);
+      expect(cache.clientForLocation(one)).toBe(a2);
+      expect(cache.clientForLocation(two)).not.toBe(b);
+      expect(cache.size).toBe(3);
+      for (const m of made) {
+        const orig = m.client.destroy.bind(m.client);
+        m.client.destroy = () => {
+          destroyed.add(m.client);
+          orig();
+        };
+      }
+    } finally {
+      cache.destroy();
+    }
+    // Every client made (current and retired) is destroyed with the cache.
+    expect(made).toHaveLength(5);
+    expect(made.every((m) => destroyed.has(m.client))).toBe(true);
+    expect(cache.size).toBe(0);
   });
 });

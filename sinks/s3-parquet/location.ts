@@ -301,6 +301,9 @@ export async function loadAllTenantStorage(pool: pg.Pool): Promise<TenantStorage
   return res.rows.map(fromRow);
 }
 
+/** Connections per S3 client (per bucket) unless told otherwise: the SDK's own default. */
+export const DEFAULT_MAX_SOCKETS = 50;
+
 export interface S3ClientCacheOptions {
   /** Per-request timeout (ms), so a hung endpoint surfaces as a retriable error (default 30 s). */
   requestTimeoutMs?: number;
@@ -310,14 +313,22 @@ export interface S3ClientCacheOptions {
    * do not multiply).
    */
   maxAttempts?: number;
+  /**
+   * Connections per client, i.e. per bucket (the SDK node handler's agent `maxSockets`; default 50,
+   * the SDK's own default). A request waiting longer than `connectionTimeoutMs` for a free socket
+   * fails (retriable) and is retried by the uploader.
+   */
+  maxSockets?: number;
   /** Called with every new client (tests add request-recording middleware here). */
-  onCreate?: (client: S3Client, connection: S3ConnectionSettings) => void;
+  onCreate?: (client: S3Client, connection: S3ConnectionSettings, bucket: string | undefined) => void;
 }
 
 /**
- * One S3 client per distinct endpoint, region, addressing and credentials, so tenants on one
- * endpoint share connections and one tenant's slow endpoint has its own. Credential variables are
- * read when a client is made; if their values change (rotation), the next call makes a new client.
+ * One S3 client — and so one connection pool (`maxSockets`) — per bucket and distinct endpoint,
+ * region, addressing and credentials: a slow bucket whose requests hold every socket of its pool
+ * delays only the uploads to that bucket, never another tenant's on the same endpoint (the shared
+ * bucket is one bucket: its tenants share its client). Credential variables are read when a client
+ * is made; if their values change (rotation), the next call makes a new client.
  */
 export class S3ClientCache {
   private readonly clients = new Map<string, { client: S3Client; fingerprint: string }>();
@@ -333,7 +344,11 @@ export class S3ClientCache {
     return this.clients.size;
   }
 
-  clientFor(connection: S3ConnectionSettings): S3Client {
+  /**
+   * The client for `bucket` on `connection`. Without a bucket: a client for requests not aimed at
+   * one bucket's objects (its own pool, apart from every bucket's).
+   */
+  clientFor(connection: S3ConnectionSettings, bucket?: string): S3Client {
     let credentials: S3ClientConfig["credentials"];
     let fingerprint = "sdk-default";
     if (connection.credentials !== "sdk-default") {
@@ -347,8 +362,8 @@ export class S3ClientCache {
       };
       fingerprint = createHash("sha256").update(JSON.stringify(credentials)).digest("hex");
     }
-    // Keyed by where and as whom (variable names, never values); the values' fingerprint detects rotation.
-    const key = JSON.stringify([connection.endpoint ?? null, connection.region, connection.forcePathStyle, connection.credentials]);
+    // Keyed by bucket, where and as whom (variable names, never values); the values' fingerprint detects rotation.
+    const key = JSON.stringify([bucket ?? null, connection.endpoint ?? null, connection.region, connection.forcePathStyle, connection.credentials]);
     const cached = this.clients.get(key);
     if (cached && cached.fingerprint === fingerprint) return cached.client;
     if (cached) this.retired.push(cached.client);
@@ -358,15 +373,21 @@ export class S3ClientCache {
       forcePathStyle: connection.forcePathStyle,
       ...(credentials ? { credentials } : {}),
       maxAttempts: this.opts.maxAttempts ?? 1,
-      requestHandler: { requestTimeout: this.opts.requestTimeoutMs ?? 30_000, connectionTimeout: this.opts.connectionTimeoutMs ?? 5_000 },
+      requestHandler: {
+        requestTimeout: this.opts.requestTimeoutMs ?? 30_000,
+        connectionTimeout: this.opts.connectionTimeoutMs ?? 5_000,
+        // The SDK makes its keep-alive agents from these options (its default maxSockets is 50).
+        httpAgent: { maxSockets: this.opts.maxSockets ?? DEFAULT_MAX_SOCKETS },
+        httpsAgent: { maxSockets: this.opts.maxSockets ?? DEFAULT_MAX_SOCKETS },
+      },
     });
-    this.opts.onCreate?.(client, connection);
+    this.opts.onCreate?.(client, connection, bucket);
     this.clients.set(key, { client, fingerprint });
     return client;
   }
 
   clientForLocation(loc: ParquetLocation): S3Client {
-    return this.clientFor(loc.connection);
+    return this.clientFor(loc.connection, loc.bucket);
   }
 
   destroy(): void {

@@ -159,7 +159,7 @@ export async function verifyTenant(o: VerifyOptions): Promise<VerifyReport> {
     if (!known.has(key)) problems.push({ kind: "orphan", key, message: `s3://${loc.bucket}/${key} is under the tenant's prefix but not in the manifest (readers of the prefix would count its rows)` });
   }
   if (loc.mode === "dedicated") {
-    const shared = o.cache.clientFor(o.config.platform);
+    const shared = o.cache.clientFor(o.config.platform, o.config.sharedBucket);
     const prefix = `${o.config.keyPrefix}${o.tenantId}/`;
     const stray = await listKeys(shared, o.config.sharedBucket, prefix).catch((err: unknown) => {
       if (s3StatusCode(err) === 404) return new Map<string, number>();

@@ -298,8 +298,11 @@ describe("s3_parquet uploads, locations and manifest", () => {
     expect(loc).toMatchObject({ mode: "dedicated", bucket: dedicatedBucket, kmsKeyId: KMS_KEY, tenantPrefix: `${dedicatedTenant}/sensor-data/` });
     const shared = await location(sharedTenant);
     expect(shared).toMatchObject({ mode: "shared", bucket: sharedBucket, kmsKeyId: undefined });
-    // Same endpoint and credentials: one client for both.
-    expect(cache.clientForLocation(loc)).toBe(cache.clientForLocation(shared));
+    // Same endpoint and credentials, but another bucket: a client (and connection pool) of its own,
+    // so a slow dedicated bucket cannot take the shared bucket's sockets (parquet-slow-bucket.test.ts).
+    expect(cache.clientForLocation(loc)).not.toBe(cache.clientForLocation(shared));
+    expect(cache.clientForLocation(loc)).toBe(cache.clientForLocation(await location(dedicatedTenant)));
+    expect(cache.clientForLocation(shared)).toBe(cache.clientFor(parquetStorageConfig(env).platform, sharedBucket));
 
     const client = cache.clientForLocation(loc);
     const topic = `sensor-data-${dedicatedTenant}`;
