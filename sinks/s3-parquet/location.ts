@@ -305,7 +305,10 @@ export async function loadAllTenantStorage(pool: pg.Pool): Promise<TenantStorage
 export const DEFAULT_MAX_SOCKETS = 50;
 
 export interface S3ClientCacheOptions {
-  /** Per-request timeout (ms), so a hung endpoint surfaces as a retriable error (default 30 s). */
+  /**
+   * The SDK's request timeout (ms, default 30 s). With @smithy/node-http-handler 4.x passing it only
+   * logs a warning (the SDK fails the request only with `throwOnRequestTimeout`, not set here).
+   */
   requestTimeoutMs?: number;
   connectionTimeoutMs?: number;
   /**
