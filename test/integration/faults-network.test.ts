@@ -29,7 +29,7 @@ const isCommit = (m: PgMessage) => m.type === "Q" && m.text === "COMMIT";
 const isRollback = (m: PgMessage) => m.type === "Q" && m.text === "ROLLBACK";
 
 /** Per connection: `batch` while a sink batch's transaction is open (since its BEGIN); `ending` on its COMMIT/ROLLBACK. */
-/** Connections (of any proxy) between sending a COPY and its CopyDone/CopyFail: in the middle of a COPY. */
+/** Connections between sending a COPY and its CopyDone/CopyFail: in the middle of a COPY (cleared by the test that reads it). */
 const copying = new Set<ProxyConn>();
 
 function trackBatch(m: PgMessage, c: ProxyConn): void {
@@ -379,6 +379,7 @@ describe("network and phase-targeted faults (issue 8)", () => {
     const r = rig;
     await r.setup();
     const pgp = await r.pgProxy("pg");
+    copying.clear(); // connections of earlier tests' proxies, cut mid-COPY, are not the zombie's
     pgp.hooks = { onPgClient: (m, c) => void trackBatch(m, c) };
     const zombie = r.startWorker({ pg: pgp });
     const other = r.startWorker();
