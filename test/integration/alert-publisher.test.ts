@@ -44,6 +44,21 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
   let registry: AlertSchemaRegistrar;
   const webhookRegistry = new client.Registry();
 
+  /** One chunk of readings through the evaluator, its alarm changes (alerts + outbox) committed as a batch would. */
+  const evaluateAndPersist = async (ev: ThresholdEvaluator, rows: Array<{ time: number; equipmentId: string; facilityId: string; vibration: number }>) => {
+    await ev.prepare("p", tenant, rows);
+    const changes = ev.evaluate("p", tenant, rows);
+    const c = await db.writer.connect();
+    try {
+      await c.query("BEGIN");
+      await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
+      await persistAlarmChanges(c, tenant, changes);
+      await c.query("COMMIT");
+    } finally {
+      c.release();
+    }
+  };
+
   beforeAll(async () => {
     db = await createTestDatabase();
     await insertTenant(db.admin, { tenantId: tenant, maxEquipment: 5 });
@@ -77,15 +92,7 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
       defaults: [{ id: "vibration_high", name: "Vibration high", measure: "vibration", comparison: "above", levels: [{ severity: "warning", threshold: 1 }, { severity: "critical", threshold: 3 }], sustainMs: 0, deadband: 0.1, clearSustainMs: 0 }],
       rulesRefreshMs: 60_000,
     });
-    const rows = [0.5, 2, 4, 2, 0.5].map((v, i) => ({ time: T0 + i * 1000, equipmentId: "press-1", facilityId: "plant-1", vibration: v }));
-    await ev.prepare("p", tenant, rows);
-    const changes = ev.evaluate("p", tenant, rows);
-    const c = await db.writer.connect();
-    await c.query("BEGIN");
-    await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
-    await persistAlarmChanges(c, tenant, changes);
-    await c.query("COMMIT");
-    c.release();
+    await evaluateAndPersist(ev, [0.5, 2, 4, 2, 0.5].map((v, i) => ({ time: T0 + i * 1000, equipmentId: "press-1", facilityId: "plant-1", vibration: v })));
     await new PgQuotaStore(db.writer).admit(tenant, ["a", "b", "c", "d"]);
   });
   afterAll(async () => {
@@ -166,15 +173,7 @@ describe("alert publisher (outbox → alerts topic, webhooks)", () => {
       defaults: [{ id: "vibration_high", name: "Vibration high", measure: "vibration", comparison: "above", levels: [{ severity: "warning", threshold: 1 }], sustainMs: 0, deadband: 0.1, clearSustainMs: 0 }],
       rulesRefreshMs: 60_000,
     });
-    const rows = [2, 0.5].map((v, i) => ({ time: T0 + i * 1000, equipmentId: eq, facilityId: "plant-1", vibration: v }));
-    await ev.prepare("p", tenant, rows);
-    const changes = ev.evaluate("p", tenant, rows);
-    const c = await db.writer.connect();
-    await c.query("BEGIN");
-    await c.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant]);
-    await persistAlarmChanges(c, tenant, changes);
-    await c.query("COMMIT");
-    c.release();
+    await evaluateAndPersist(ev, [2, 0.5].map((v, i) => ({ time: T0 + i * 1000, equipmentId: eq, facilityId: "plant-1", vibration: v })));
     const r = await db.admin.query<{ id: string }>("SELECT event->>'event_id' AS id FROM millrace.alerts_outbox WHERE published_at IS NULL AND publish_error IS NULL ORDER BY seq");
     expect(r.rows).toHaveLength(2);
     return r.rows.map((x) => x.id);

@@ -11,7 +11,6 @@
 import { randomUUID } from "node:crypto";
 import { CreateBucketCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requireEnv } from "../../lib/env.ts";
 import { silentLogger } from "../../lib/log.ts";
 import { PipelineMetrics } from "../../lib/metrics.ts";
 import type { StoredReading } from "../../pipelines/reading.ts";
@@ -19,6 +18,7 @@ import { ParquetStage } from "../../pipelines/runtime/parquet-stage.ts";
 import type { SinkPlan } from "../../pipelines/topology/plan.ts";
 import { estimateRowBytes } from "../../sinks/s3-parquet/roller.ts";
 import { createTestDatabase, insertTenant, type TestDatabase } from "../helpers/db.ts";
+import { stackS3Client } from "../helpers/s3.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import { testPlan } from "../helpers/worker.ts";
 
@@ -34,12 +34,7 @@ describe("Parquet stage memory with S3 failing", () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    s3 = new S3Client({
-      endpoint: requireEnv("MILLRACE_S3_ENDPOINT"),
-      region: process.env.MILLRACE_S3_REGION ?? "us-east-1",
-      credentials: { accessKeyId: requireEnv("MILLRACE_S3_ACCESS_KEY_ID"), secretAccessKey: requireEnv("MILLRACE_S3_SECRET_ACCESS_KEY") },
-      forcePathStyle: true,
-    });
+    s3 = stackS3Client();
   });
   afterAll(async () => {
     await stage?.close(5000);

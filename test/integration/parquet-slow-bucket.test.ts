@@ -24,6 +24,7 @@ import type { StoredReading } from "../../pipelines/reading.ts";
 import { ParquetStage } from "../../pipelines/runtime/parquet-stage.ts";
 import type { SinkPlan } from "../../pipelines/topology/plan.ts";
 import { createTestDatabase, insertTenant, type TestDatabase } from "../helpers/db.ts";
+import { stackS3Client } from "../helpers/s3.ts";
 import { waitUntil } from "../helpers/wait.ts";
 import { testPlan } from "../helpers/worker.ts";
 
@@ -125,12 +126,7 @@ describe("Parquet uploads: a slow bucket on a shared endpoint", () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    s3 = new S3Client({
-      endpoint: requireEnv("MILLRACE_S3_ENDPOINT"),
-      region: process.env.MILLRACE_S3_REGION ?? "us-east-1",
-      credentials: { accessKeyId: requireEnv("MILLRACE_S3_ACCESS_KEY_ID"), secretAccessKey: requireEnv("MILLRACE_S3_SECRET_ACCESS_KEY") },
-      forcePathStyle: true,
-    });
+    s3 = stackS3Client();
     for (const Bucket of [sharedBucket, slowBucket]) await s3.send(new CreateBucketCommand({ Bucket }));
   });
 
