@@ -32,16 +32,16 @@ import { BEGIN_BATCH, COPY_SQL, insertRowsSql, LOADER_ROLE, rowValues } from "..
 import { createBenchDatabase, ensurePartitions, insertTenants, tableChecksum, type BenchDatabase } from "./db.ts";
 import { cpuBetween, machineCpuSeconds, markCpu, pidsCpuSeconds, pidsSnapshot, stackPid } from "./procstat.ts";
 
-export const RAW_COLUMNS = ["time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure"] as const;
+export const RAW_COLUMNS = ["time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure", "flow_rate"] as const;
 
 // The sink's former statements (sinks/timescale/writer.ts before issue 7's single-write insert).
 const STAGE_DDL = `CREATE TEMP TABLE IF NOT EXISTS millrace_stage (
   src_offset bigint NOT NULL, time timestamptz NOT NULL, tenant_id uuid NOT NULL, equipment_id text NOT NULL,
-  facility_id text NOT NULL, temperature real, vibration real, pressure real) ON COMMIT DELETE ROWS`;
+  facility_id text NOT NULL, temperature real, vibration real, pressure real, flow_rate real) ON COMMIT DELETE ROWS`;
 // Its move: no savepoint, no DELETE … RETURNING, no DISTINCT ON sort — the staged rows in offset
 // order, ON CONFLICT DO NOTHING (the lowest offset wins).
-const MOVE_SQL = `INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
-SELECT time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure FROM millrace_stage ORDER BY src_offset
+const MOVE_SQL = `INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure, flow_rate)
+SELECT time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure, flow_rate FROM millrace_stage ORDER BY src_offset
 ON CONFLICT DO NOTHING`;
 
 export interface AnchorResult {

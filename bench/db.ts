@@ -89,7 +89,7 @@ export async function tableChecksum(pool: pg.Pool, table = "sensor_data_raw"): P
   const res = await pool.query<{ n: string; h: string | null }>(
     `SELECT count(*)::text AS n,
             sum(hashtextextended(concat_ws('|', extract(epoch FROM time)::text, tenant_id, equipment_id, facility_id,
-                                           temperature, vibration, pressure), 0))::text AS h
+                                           temperature, vibration, pressure, flow_rate), 0))::text AS h
      FROM ${table}`,
   );
   return { rows: Number(res.rows[0]!.n), checksum: res.rows[0]!.h ?? "0" };

@@ -45,7 +45,7 @@ export async function benchRows(n: number): Promise<StoredReading[]> {
   for (const f of files) {
     for await (const rec of readCsvReadings(join(SKAB_DIR, f), { tenantId: TENANT, equipmentId: `valve1-${f.replace(".csv", "")}`, facilityId: "skab-testbed" })) {
       const r = rec.reading;
-      base.push({ time: r.time, tenantId: TENANT, facilityId: r.facility_id, temperature: r.temperature, vibration: r.vibration, pressure: r.pressure });
+      base.push({ time: r.time, tenantId: TENANT, facilityId: r.facility_id, temperature: r.temperature, vibration: r.vibration, pressure: r.pressure, flow_rate: r.flow_rate });
       equipment.push(r.equipment_id);
     }
   }

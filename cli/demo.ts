@@ -153,8 +153,8 @@ export function registerDemoCommand(program: Command): void {
           acks: -1,
           messages: [
             { key: "legacy-gateway", value: Buffer.from('{"equipment_id":"pump-0001","temperature":21.5}') },
-            { key: "pump-0001", value: enc.encode({ time: runStart, tenant_id: DEMO_TENANTS[1]!.tenantId, equipment_id: "pump-0001", facility_id: "fac-01", temperature: 1, vibration: null, pressure: null }) },
-            { key: "pump-0002", value: enc.encode({ time: runStart + 86_400_000, tenant_id: DEMO_TENANTS[0]!.tenantId, equipment_id: "pump-0002", facility_id: "fac-01", temperature: 1, vibration: null, pressure: null }) },
+            { key: "pump-0001", value: enc.encode({ time: runStart, tenant_id: DEMO_TENANTS[1]!.tenantId, equipment_id: "pump-0001", facility_id: "fac-01", temperature: 1, vibration: null, pressure: null, flow_rate: null }) },
+            { key: "pump-0002", value: enc.encode({ time: runStart + 86_400_000, tenant_id: DEMO_TENANTS[0]!.tenantId, equipment_id: "pump-0002", facility_id: "fac-01", temperature: 1, vibration: null, pressure: null, flow_rate: null }) },
           ],
         });
         await bad.disconnect();

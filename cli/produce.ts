@@ -262,7 +262,7 @@ export function registerProduceCommands(program: Command): void {
     .requiredOption("--tenant <uuid>", "tenant UUID", tenant)
     .option("--equipment-id <ids>", "equipment id, or one per file comma-separated (default from the file name: valve1/3.csv → valve1-03)")
     .option("--facility-id <id>", "facility id", "fac-01")
-    .option("--map <field=column,...>", `column mapping (default ${Object.entries(SKAB_MAPPING).map(([k, v]) => `${k}=${v}`).join(",")})`)
+    .option("--map <field=column,...>", `column mapping (default ${Object.entries(SKAB_MAPPING).map(([k, v]) => `${k}=${v}`).join(",")}; given fields override it, \`field=\` leaves a measure unmapped)`)
     .option("--delimiter <c>", "field delimiter (\\t or tab for a tab)", delimiter, SKAB_DELIMITER)
     .option("--skip-bad-rows", "skip rows that cannot be read (reported on stderr) instead of failing")
     .option("--start-at <time>", "move each file in time so that its first row is at this instant: ISO 8601, now or now-<duration> (e.g. now-1h)", parseTime)

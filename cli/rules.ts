@@ -215,7 +215,7 @@ export function registerRulesCommands(program: Command): void {
   common(rules.command("set").description("create or change the tenant's rule <id> (fields not given keep their current or default value)"))
     .requiredOption("--id <rule>", "rule id (snake_case)", ruleIdOption)
     .option("--name <text>", "human-readable name")
-    .option("--measure <measure>", "temperature, vibration or pressure")
+    .option("--measure <measure>", "temperature, vibration, pressure or flow_rate")
     .option("--comparison <comparison>", "above, below or outside")
     .option("--warning <value>", "warning level: a threshold, low:high for outside, or none")
     .option("--major <value>", "major level: a threshold, low:high for outside, or none")

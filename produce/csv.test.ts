@@ -62,6 +62,7 @@ describe("CSV replay", () => {
         temperature: 79.3366,
         vibration: 0.0265878,
         pressure: 0.054711,
+        flow_rate: 32,
       },
     });
     expect(recs.map((r) => r.seq)).toEqual([0, 1, 2, 3]);
@@ -143,7 +144,10 @@ describe("CSV replay", () => {
   });
 
   it("parses mappings, times and file-name ids", () => {
-    expect(parseMapping("temperature=Temperature,vibration=Accelerometer1RMS,pressure=Pressure,time=datetime")).toEqual(SKAB_MAPPING);
+    expect(parseMapping("temperature=Temperature,vibration=Accelerometer1RMS,pressure=Pressure,flow_rate=Volume Flow RateRMS,time=datetime")).toEqual(SKAB_MAPPING);
+    // `field=` unmaps a measure of the base (a CSV without that column); time cannot be unmapped.
+    expect(parseMapping("flow_rate=,pressure=", SKAB_MAPPING)).toEqual({ time: "datetime", temperature: "Temperature", vibration: "Accelerometer1RMS" });
+    expect(() => parseMapping("time=", SKAB_MAPPING)).toThrow(/no column given for time/);
     expect(parseMapping("vibration=Accelerometer2RMS", SKAB_MAPPING)).toEqual({ ...SKAB_MAPPING, vibration: "Accelerometer2RMS" });
     expect(() => parseMapping("humidity=RH,time=t")).toThrow(/unknown field "humidity"/);
     expect(() => parseMapping("temperature=T")).toThrow(/time column is required/);

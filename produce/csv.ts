@@ -12,9 +12,10 @@ import { createReadStream } from "node:fs";
 import { basename, dirname, extname } from "node:path";
 import type { Readable } from "node:stream";
 import { parse, type CsvError } from "csv-parse";
+import type { Measure } from "../pipelines/reading.ts";
 import type { SensorReading } from "../schemas/index.ts";
 
-export type MeasureField = "temperature" | "vibration" | "pressure";
+export type MeasureField = Measure;
 export type MappedField = MeasureField | "time";
 
 /** Field → CSV column name. `time` is required; a measure left out is always null. */
@@ -23,6 +24,7 @@ export interface CsvMapping {
   temperature?: string;
   vibration?: string;
   pressure?: string;
+  flow_rate?: string;
 }
 
 export const SKAB_MAPPING: Readonly<CsvMapping> = Object.freeze({
@@ -30,13 +32,17 @@ export const SKAB_MAPPING: Readonly<CsvMapping> = Object.freeze({
   temperature: "Temperature",
   vibration: "Accelerometer1RMS",
   pressure: "Pressure",
+  flow_rate: "Volume Flow RateRMS",
 });
 
 export const SKAB_DELIMITER = ";";
 
-const FIELDS: readonly MappedField[] = ["time", "temperature", "vibration", "pressure"];
+const FIELDS: readonly MappedField[] = ["time", "temperature", "vibration", "pressure", "flow_rate"];
 
-/** `temperature=Temperature,vibration=Accelerometer1RMS,pressure=Pressure,time=datetime`. */
+/**
+ * `temperature=Temperature,vibration=Accelerometer1RMS,pressure=Pressure,flow_rate=Volume Flow RateRMS,time=datetime`,
+ * over `base`; `flow_rate=` (no column) leaves a measure of `base` unmapped (always null).
+ */
 export function parseMapping(spec: string, base: Readonly<Partial<CsvMapping>> = {}): CsvMapping {
   const out: Partial<CsvMapping> = { ...base };
   for (const part of spec.split(",")) {
@@ -46,8 +52,10 @@ export function parseMapping(spec: string, base: Readonly<Partial<CsvMapping>> =
     const field = part.slice(0, eq).trim() as MappedField;
     const column = part.slice(eq + 1).trim();
     if (!FIELDS.includes(field)) throw new Error(`--map: unknown field ${JSON.stringify(field)}; the fields are ${FIELDS.join(", ")}`);
-    if (column === "") throw new Error(`--map: no column given for ${field}`);
-    out[field] = column;
+    if (column === "" && field === "time") throw new Error("--map: no column given for time (it is required)");
+    // `field=` (no column) unmaps a measure taken from `base`: it is always null.
+    if (column === "") delete out[field as MeasureField];
+    else out[field] = column;
   }
   if (out.time === undefined) throw new Error("--map: the time column is required (time=<column>)");
   return out as CsvMapping;
@@ -243,6 +251,7 @@ function toReading(cells: string[], columns: { field: MappedField; index: number
     temperature: null,
     vibration: null,
     pressure: null,
+    flow_rate: null,
   };
   for (const { field, index } of columns) {
     const cell = cells[index] ?? "";

@@ -14,6 +14,7 @@ const reading: SensorReading = {
   temperature: 61.25,
   vibration: null,
   pressure: 4.5,
+  flow_rate: null,
 };
 
 /** Avro `float` is 32-bit: decoded values are the float32 nearest to what was written. */

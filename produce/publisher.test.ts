@@ -107,7 +107,7 @@ describe("SensorPublisher", () => {
 
   it("publishes an async source (a CSV replay)", async () => {
     const { kafka, sends } = fakeKafka([sensorTopic(A)]);
-    const csv = "datetime;Temperature;Accelerometer1RMS;Pressure\n2020-03-09 10:14:33;79.3366;0.02;0.05\n2020-03-09 10:14:34;79.5;0.03;0.06\n";
+    const csv = "datetime;Temperature;Accelerometer1RMS;Pressure;Volume Flow RateRMS\n2020-03-09 10:14:33;79.3366;0.02;0.05;32.0\n2020-03-09 10:14:34;79.5;0.03;0.06;31.2\n";
     const stats = await new SensorPublisher({ kafka, registry }).publish(readCsvReadings(Readable.from([csv]), { tenantId: A, equipmentId: "valve1-00", facilityId: "skab" }));
     expect(stats.records).toBe(2);
     expect(stats.maxSeqAcked).toEqual({ [A]: { "valve1-00": 1 } });

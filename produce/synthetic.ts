@@ -366,6 +366,7 @@ class Machine {
       temperature: this.finish(this.temperature, temperature, dropoutP),
       vibration: this.finish(this.vibration, vibration, dropoutP),
       pressure: this.finish(this.pressure, pressure, dropoutP),
+      flow_rate: null,
     };
     const out: SyntheticRecord = { tenantId: this.spec.tenantId, reading, seq };
     if (labels.length > 0) out.excursions = labels;

@@ -28,7 +28,7 @@ export interface AlertRule {
   id: string;
   /** Human-readable name. */
   name: string;
-  /** The measure the rule watches: temperature, vibration or pressure. */
+  /** The measure the rule watches: temperature, vibration, pressure or flow_rate. */
   measure: string;
   /** above, below or outside (a band). */
   comparison: string;
@@ -90,4 +90,6 @@ export interface SensorReading {
   vibration: null | number;
   /** Bar. */
   pressure: null | number;
+  /** Volume flow rate, litres per minute. Added in version 2 of this schema (a backward-compatible addition: readings written with version 1 decode with flow_rate null). */
+  flow_rate: null | number;
 }

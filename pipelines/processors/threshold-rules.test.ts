@@ -54,7 +54,7 @@ describe("threshold rules: validation", () => {
   it("refuses unknown fields, measures, ids and units", () => {
     expect(problems({ id: "Bad-Id", measure: "flow", comparison: "above", levels: {}, sustain: 30, colour: "red" })).toEqual([
       "id: must be snake_case: a lower-case letter, then up to 62 lower-case letters, digits or _",
-      "measure: expected one of temperature, vibration, pressure",
+      "measure: expected one of temperature, vibration, pressure, flow_rate",
       "sustain: 30 has no unit: expected a duration like 100ms, 30s, 5m or 1h",
       'Unrecognized key: "colour"',
     ]);

@@ -5,7 +5,7 @@
  *
  *   - id: vibration_high            # snake_case, unique per tenant
  *     name: Vibration high          # optional, default: the id
- *     measure: vibration            # temperature | vibration | pressure
+ *     measure: vibration            # temperature | vibration | pressure | flow_rate
  *     comparison: above             # above | below | outside (a band)
  *     levels: { warning: 1.5, major: 2.5, critical: 4 }   # outside: { warning: [2, 8], critical: [1, 9] }
  *     sustain: 10s                  # the level's condition must hold this long (event time); default 0s
@@ -20,8 +20,8 @@ import { z } from "zod";
 import { boolean, duration, number, text } from "../topology/fields.ts";
 import { formatDuration } from "../topology/units.ts";
 
-export const MEASURES = ["temperature", "vibration", "pressure"] as const;
-export type Measure = (typeof MEASURES)[number];
+import { MEASURES, type Measure } from "../reading.ts";
+export { MEASURES, type Measure };
 
 /** In rank order: index = rank. */
 export const SEVERITIES = ["warning", "major", "critical"] as const;

@@ -15,7 +15,7 @@
  */
 import type { Tier } from "../../tenants/tiers.ts";
 import type { SensorReading } from "../../schemas/index.ts";
-import type { StoredReading } from "../reading.ts";
+import { MEASURES, type StoredReading } from "../reading.ts";
 import type { DatabaseRef } from "../../tenants/database.ts";
 
 export interface TenantInfo {
@@ -43,7 +43,6 @@ export const ID_PATTERN = /^[A-Za-z0-9._:/-]{1,128}$/;
 
 export type ValidateResult = { ok: true; row: StoredReading } | { ok: false; reason: string; message: string };
 
-const MEASURES = ["temperature", "vibration", "pressure"] as const;
 
 export function validateReading(
   r: SensorReading,
@@ -90,6 +89,7 @@ export function validateReading(
       temperature: r.temperature,
       vibration: r.vibration,
       pressure: r.pressure,
+      flow_rate: r.flow_rate ?? null,
     },
   };
 }

@@ -12,6 +12,7 @@ const rows: StoredReading[] = Array.from({ length: 10_000 }, (_, i) => ({
   temperature: i % 11 === 0 ? null : Math.fround(20 + i / 100),
   vibration: Math.fround(i / 1000),
   pressure: i % 7 === 0 ? null : Math.fround(-1 + i / 5000),
+  flow_rate: null,
 }));
 
 describe("Parquet encoding in a worker thread", () => {

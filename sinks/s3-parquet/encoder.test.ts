@@ -14,6 +14,7 @@ function readings(n: number, start = Date.parse("2024-05-01T00:00:00Z")): Stored
     temperature: i % 5 === 0 ? null : 20 + i / 8,
     vibration: (i * 37) % 11 === 0 ? null : i / 1024,
     pressure: 1.5,
+    flow_rate: i % 3 === 0 ? null : 30 + (i % 64) / 32,
   }));
 }
 
@@ -72,6 +73,7 @@ describe("encodeParquet", () => {
       ["vibration", "FLOAT", "OPTIONAL", ""],
       ["pressure", "FLOAT", "OPTIONAL", ""],
       ["source_offset", "INT64", "REQUIRED", ""],
+      ["flow_rate", "FLOAT", "OPTIONAL", ""],
     ]);
     expect([f.minTime, f.maxTime]).toEqual([rows[0]!.time, rows.at(-1)!.time]);
   });

@@ -10,6 +10,9 @@
  *   vibration      FLOAT                                            optional
  *   pressure       FLOAT                                            optional
  *   source_offset  INT64                                            required — the Kafka offset
+ *   flow_rate      FLOAT                                            optional — added with SensorReading v2;
+ *                                                                   last, so a reader matching columns by
+ *                                                                   position still reads older files
  *
  * What parquetjs-lite does not do and this module adds: it writes only the legacy converted type
  * (TIMESTAMP_MILLIS, UTF8), so the footer is written here with the modern logical types as well
@@ -30,15 +33,15 @@
  */
 import { createRequire } from "node:module";
 import { Writable } from "node:stream";
-import type { StoredReading } from "../../pipelines/reading.ts";
+import { MEASURES, type StoredReading } from "../../pipelines/reading.ts";
 
 const require = createRequire(import.meta.url);
 
 /** The columns, in file order. */
-export const PARQUET_COLUMNS = ["time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure", "source_offset"] as const;
+export const PARQUET_COLUMNS = ["time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure", "source_offset", "flow_rate"] as const;
 export type ParquetColumn = (typeof PARQUET_COLUMNS)[number];
 
-export const MEASURE_COLUMNS = ["temperature", "vibration", "pressure"] as const;
+export const MEASURE_COLUMNS = MEASURES;
 
 export type ParquetCompression = "SNAPPY" | "GZIP" | "UNCOMPRESSED";
 
@@ -64,7 +67,7 @@ export const DEFAULT_ROW_GROUP_ROWS = 4096;
 export const CREATED_BY = "millrace s3_parquet (parquetjs-lite 0.8.7)";
 /** Key/value metadata naming the schema version, so a later change can be told apart. */
 export const SCHEMA_METADATA_KEY = "millrace.schema";
-export const SCHEMA_VERSION = "sensor-reading/1";
+export const SCHEMA_VERSION = "sensor-reading/2";
 
 // ---- the parts of parquetjs-lite used here (CommonJS, untyped) ----
 
@@ -177,6 +180,7 @@ function libSchema(compression: ParquetCompression, statsOff: ReadonlySet<string
     vibration: measure("vibration"),
     pressure: measure("pressure"),
     source_offset: col("INT64"),
+    flow_rate: measure("flow_rate"),
   });
 }
 
@@ -314,6 +318,7 @@ export async function encodeParquet(rows: readonly StoredReading[], opts: Parque
       vibration: r.vibration,
       pressure: r.pressure,
       source_offset: r.offset,
+      flow_rate: r.flow_rate,
     };
     const inGroup = writer.rowBuffer.rowCount ?? 0;
     if (fast && inGroup > 0 && inGroup < rowGroupRows - 1) shredFlat(schema.fieldList, row, writer.rowBuffer);

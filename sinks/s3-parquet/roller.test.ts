@@ -6,7 +6,7 @@ const T = "3f1c2a9e-8b7d-4c6e-9a5f-1e2d3c4b5a69";
 const T0 = Date.parse("2024-05-01T00:00:00Z");
 
 function row(offset: number, time = T0 + offset * 1000, equipmentId = "eq-1"): StoredReading {
-  return { offset, time, tenantId: T, equipmentId, facilityId: "f1", temperature: 1, vibration: null, pressure: 2 };
+  return { offset, time, tenantId: T, equipmentId, facilityId: "f1", temperature: 1, vibration: null, pressure: 2, flow_rate: null };
 }
 function rows(from: number, to: number): StoredReading[] {
   return Array.from({ length: to - from + 1 }, (_, i) => row(from + i));

@@ -35,6 +35,7 @@ const rows: StoredReading[] = [
     temperature: Math.fround(21.5),
     vibration: null,
     pressure: Math.fround(-3.25),
+    flow_rate: null,
   },
   {
     offset: 8,
@@ -45,6 +46,7 @@ const rows: StoredReading[] = [
     temperature: Math.fround(-0.125),
     vibration: Math.fround(3.5),
     pressure: null,
+    flow_rate: Math.fround(30.75),
   },
 ];
 
@@ -72,14 +74,15 @@ describe("column arrays for the sink's unnest insert", () => {
     expect(real(a.temperature)).toEqual({ hasNull: false, values: [21.5, -0.125] });
     expect(real(a.vibration)).toEqual({ hasNull: true, values: [null, 3.5] });
     expect(real(a.pressure)).toEqual({ hasNull: true, values: [-3.25, null] });
+    expect(real(a.flowRate)).toEqual({ hasNull: true, values: [null, 30.75] });
   });
 
-  it("encodes an empty batch as six empty one-dimensional arrays", () => {
+  it("encodes an empty batch as seven empty one-dimensional arrays", () => {
     const a = encodeReadingArrays([]);
     for (const b of Object.values(a)) expect(readArray(b).elements).toEqual([]);
   });
 
-  it("names the six parameters in column order", () => {
-    expect(unnestSql(7)).toBe("unnest($7::timestamptz[], $8::text[], $9::text[], $10::real[], $11::real[], $12::real[])");
+  it("names the seven parameters in column order", () => {
+    expect(unnestSql(7)).toBe("unnest($7::timestamptz[], $8::text[], $9::text[], $10::real[], $11::real[], $12::real[], $13::real[])");
   });
 });

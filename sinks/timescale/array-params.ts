@@ -29,12 +29,13 @@ export interface ReadingArrays {
   temperature: Buffer;
   vibration: Buffer;
   pressure: Buffer;
+  flowRate: Buffer;
 }
 
-/** The statement's unnest: the parameter numbers of the six arrays, from `first`. */
+/** The statement's unnest: the parameter numbers of the seven arrays, from `first`. */
 export function unnestSql(first: number): string {
   const p = (i: number) => `$${first + i}`;
-  return `unnest(${p(0)}::timestamptz[], ${p(1)}::text[], ${p(2)}::text[], ${p(3)}::real[], ${p(4)}::real[], ${p(5)}::real[])`;
+  return `unnest(${p(0)}::timestamptz[], ${p(1)}::text[], ${p(2)}::text[], ${p(3)}::real[], ${p(4)}::real[], ${p(5)}::real[], ${p(6)}::real[])`;
 }
 
 function header(buf: Buffer, o: number, oid: number, n: number, hasNull: boolean): number {
@@ -46,13 +47,13 @@ function header(buf: Buffer, o: number, oid: number, n: number, hasNull: boolean
   return o + ARRAY_HEADER_BYTES;
 }
 
-type MeasureKey = "temperature" | "vibration" | "pressure";
+type MeasureKey = "temperature" | "vibration" | "pressure" | "flow_rate";
 
-/** Rows → the six column arrays (in row order), as subarrays of one buffer. */
+/** Rows → the seven column arrays (in row order), as subarrays of one buffer. */
 export function encodeReadingArrays(rows: readonly StoredReading[]): ReadingArrays {
   const n = rows.length;
   // Upper bound: headers, 12 bytes a time, 8 a measure, 4 + 3 per UTF-16 unit of the two texts.
-  let bound = 6 * ARRAY_HEADER_BYTES + n * (12 + 3 * 8 + 8);
+  let bound = 7 * ARRAY_HEADER_BYTES + n * (12 + 4 * 8 + 8);
   for (let i = 0; i < n; i++) bound += 3 * (rows[i]!.equipmentId.length + rows[i]!.facilityId.length);
   const buf = Buffer.allocUnsafe(bound);
 
@@ -102,5 +103,6 @@ export function encodeReadingArrays(rows: readonly StoredReading[]): ReadingArra
   const temperature = reals("temperature");
   const vibration = reals("vibration");
   const pressure = reals("pressure");
-  return { time, equipmentId, facilityId, temperature, vibration, pressure };
+  const flowRate = reals("flow_rate");
+  return { time, equipmentId, facilityId, temperature, vibration, pressure, flowRate };
 }

@@ -10,6 +10,7 @@ const row = {
   temperature: Math.fround(21.5),
   vibration: null,
   pressure: Math.fround(-3.25),
+  flow_rate: Math.fround(31.5),
 };
 
 describe("binary COPY prototype", () => {
@@ -19,7 +20,7 @@ describe("binary COPY prototype", () => {
     expect(b.readInt32BE(11)).toBe(0);
     expect(b.readInt32BE(15)).toBe(0);
     let o = 19;
-    expect(b.readInt16BE(o)).toBe(8);
+    expect(b.readInt16BE(o)).toBe(9);
     o += 2;
     expect(b.readInt32BE(o)).toBe(8);
     expect(b.readBigInt64BE(o + 4)).toBe(BigInt(row.offset));
@@ -43,13 +44,16 @@ describe("binary COPY prototype", () => {
     o += 4;
     expect(b.readFloatBE(o + 4)).toBe(-3.25);
     o += 8;
+    expect(b.readInt32BE(o)).toBe(4);
+    expect(b.readFloatBE(o + 4)).toBe(31.5);
+    o += 8;
     expect(b.readInt16BE(o)).toBe(-1);
     expect(b.length).toBe(o + 2);
   });
 
   it("leaves src_offset out for the raw table's column list", () => {
     const b = encodeCopyBinary([row], { withOffset: false });
-    expect(b.readInt16BE(19)).toBe(7);
+    expect(b.readInt16BE(19)).toBe(8);
     expect(b.readBigInt64BE(25)).toBe(BigInt((row.time - PG_EPOCH_MS) * 1000));
   });
 

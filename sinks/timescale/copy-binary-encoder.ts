@@ -50,10 +50,10 @@ export interface BinaryCopyOptions {
 /** Rows → one binary COPY stream (signature, tuples, trailer). */
 export function encodeCopyBinary(rows: readonly StoredReading[], opts: BinaryCopyOptions = {}): Buffer {
   const withOffset = opts.withOffset ?? true;
-  const fields = withOffset ? 8 : 7;
+  const fields = withOffset ? 9 : 8;
   // Upper bound: fixed parts + 3 bytes per UTF-16 unit of the two text columns.
   let bound = HEADER_BYTES + 2;
-  for (const r of rows) bound += 2 + fields * 4 + (withOffset ? 8 : 0) + 8 + 16 + 12 + 3 * (r.equipmentId.length + r.facilityId.length);
+  for (const r of rows) bound += 2 + fields * 4 + (withOffset ? 8 : 0) + 8 + 16 + 16 + 3 * (r.equipmentId.length + r.facilityId.length);
   const buf = Buffer.allocUnsafe(bound);
   BINARY_SIGNATURE.copy(buf, 0);
   buf.writeInt32BE(0, 11);
@@ -79,7 +79,7 @@ export function encodeCopyBinary(rows: readonly StoredReading[], opts: BinaryCop
     n = buf.write(r.facilityId, o + 4, "utf8");
     buf.writeInt32BE(n, o);
     o += 4 + n;
-    for (const v of [r.temperature, r.vibration, r.pressure]) {
+    for (const v of [r.temperature, r.vibration, r.pressure, r.flow_rate]) {
       if (v === null) {
         buf.writeInt32BE(-1, o);
         o += 4;

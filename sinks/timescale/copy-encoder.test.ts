@@ -11,7 +11,7 @@ describe("COPY text encoding", () => {
     expect(escapeCopyText("plain-id_01")).toBe("plain-id_01");
   });
   it("writes nulls as \\N and times as UTC instants", () => {
-    const line = encodeCopyRow({ offset: 3, time: Date.parse("1969-12-31T23:59:59Z"), tenantId: "t", equipmentId: "e", facilityId: "f", temperature: null, vibration: 0.5, pressure: -1 });
-    expect(line).toBe("3\t1969-12-31T23:59:59.000Z\tt\te\tf\t\\N\t0.5\t-1\n");
+    const line = encodeCopyRow({ offset: 3, time: Date.parse("1969-12-31T23:59:59Z"), tenantId: "t", equipmentId: "e", facilityId: "f", temperature: null, vibration: 0.5, pressure: -1, flow_rate: null });
+    expect(line).toBe("3\t1969-12-31T23:59:59.000Z\tt\te\tf\t\\N\t0.5\t-1\t\\N\n");
   });
 });

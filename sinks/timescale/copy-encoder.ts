@@ -27,12 +27,12 @@ function measure(v: number | null): string {
 }
 
 /** The staging table's columns, in the order {@link encodeCopyRows} writes them. */
-export const STAGE_COLUMNS = ["src_offset", "time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure"] as const;
+export const STAGE_COLUMNS = ["src_offset", "time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure", "flow_rate"] as const;
 
 export function encodeCopyRow(r: StoredReading): string {
   return (
     `${r.offset}\t${new Date(r.time).toISOString()}\t${r.tenantId}\t${escapeCopyText(r.equipmentId)}\t` +
-    `${escapeCopyText(r.facilityId)}\t${measure(r.temperature)}\t${measure(r.vibration)}\t${measure(r.pressure)}\n`
+    `${escapeCopyText(r.facilityId)}\t${measure(r.temperature)}\t${measure(r.vibration)}\t${measure(r.pressure)}\t${measure(r.flow_rate)}\n`
   );
 }
 

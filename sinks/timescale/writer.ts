@@ -94,25 +94,25 @@ export interface BatchResult {
  * context, so the database still refuses another tenant's row.
  */
 export const LOADER_ROLE = "millrace_loader";
-export const COPY_SQL = "COPY sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure) FROM STDIN (FORMAT binary)";
+export const COPY_SQL = "COPY sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure, flow_rate) FROM STDIN (FORMAT binary)";
 /** Batches of a partition written in insert mode after a duplicate key made its COPY fail. */
 export const INSERT_MODE_BATCHES = 16;
 
 /**
- * The rows of a batch: the tenant ($n, one uuid: a batch is one tenant's) and six column arrays
- * ($n+1…$n+6) unnested in row order, which is offset order — so for in-batch duplicates the first,
+ * The rows of a batch: the tenant ($n, one uuid: a batch is one tenant's) and seven column arrays
+ * ($n+1…$n+7) unnested in row order, which is offset order — so for in-batch duplicates the first,
  * lowest offset is inserted and the rest conflict with it. RLS's WITH CHECK sees every row.
  */
 export function insertRowsSql(first: number): string {
-  return `INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure)
-SELECT u.t, $${first}::uuid, u.e, u.f, u.te, u.vi, u.pr FROM ${unnestSql(first + 1)} AS u(t, e, f, te, vi, pr)
+  return `INSERT INTO sensor_data_raw (time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure, flow_rate)
+SELECT u.t, $${first}::uuid, u.e, u.f, u.te, u.vi, u.pr, u.fl FROM ${unnestSql(first + 1)} AS u(t, e, f, te, vi, pr, fl)
 ON CONFLICT DO NOTHING`;
 }
 
 /** The parameters of {@link insertRowsSql}: the tenant, then the column arrays. */
 export function rowValues(tenantId: string, rows: readonly StoredReading[]): unknown[] {
   const a = encodeReadingArrays(inOffsetOrder(rows));
-  return [tenantId, a.time, a.equipmentId, a.facilityId, a.temperature, a.vibration, a.pressure];
+  return [tenantId, a.time, a.equipmentId, a.facilityId, a.temperature, a.vibration, a.pressure, a.flowRate];
 }
 
 /** The rows sorted by offset (they normally arrive so: then the same array, no copy). */

@@ -44,7 +44,7 @@ export const temperatureOf = (seq: number): number => (seq % ALARM_CYCLE >= ALAR
 
 /** The harness's reading number `seq` of equipment `eq` (the rig's producer sends the same). */
 export function faultReading(tenant: string, eq: number, seq: number, base: number): SensorReading {
-  return { time: base + seq * 1000, tenant_id: tenant, equipment_id: eqName(eq), facility_id: "fac-01", temperature: temperatureOf(seq), vibration: seq, pressure: null };
+  return { time: base + seq * 1000, tenant_id: tenant, equipment_id: eqName(eq), facility_id: "fac-01", temperature: temperatureOf(seq), vibration: seq, pressure: null, flow_rate: null };
 }
 
 export interface FaultProfile {

@@ -19,6 +19,8 @@ export interface ReadRow {
   vibration: number | null;
   pressure: number | null;
   source_offset: number;
+  /** null also when the file predates the column (schema sensor-reading/1). */
+  flow_rate: number | null;
   /** Hive partition columns, when read with hive partitioning. */
   date?: string;
   hour?: number;
@@ -109,6 +111,7 @@ function normalise(r: Record<string, unknown>): ReadRow {
     vibration: num(r.vibration),
     pressure: num(r.pressure),
     source_offset: Number(r.source_offset),
+    flow_rate: num(r.flow_rate),
   };
   if (r.date !== undefined) out.date = String(r.date).slice(0, 10);
   if (r.hour !== undefined) out.hour = Number(r.hour);
@@ -158,8 +161,9 @@ export async function openDuckDb(): Promise<DuckDb> {
     async rows(source: string) {
       const cols = (await query(`DESCRIBE SELECT * FROM ${source}`)).map((c) => String(c.column_name));
       const extra = ["date", "hour"].filter((c) => cols.includes(c)).map((c) => `, CAST(${c} AS VARCHAR) AS ${c}`).join("");
+      const flow = cols.includes("flow_rate") ? "flow_rate" : "NULL AS flow_rate";
       const got = await query(
-        `SELECT epoch_ms(time) AS time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure, source_offset${extra} FROM ${source}`,
+        `SELECT epoch_ms(time) AS time, tenant_id, equipment_id, facility_id, temperature, vibration, pressure, source_offset, ${flow}${extra} FROM ${source}`,
       );
       return got.map(normalise);
     },

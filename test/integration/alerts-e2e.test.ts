@@ -60,6 +60,7 @@ describe("quotas and alarms end to end", () => {
     temperature: 40,
     vibration,
     pressure: null,
+    flow_rate: null,
   });
 
   beforeAll(async () => {

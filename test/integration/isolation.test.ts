@@ -114,7 +114,7 @@ describe("tenant isolation across deployment types", () => {
     const base = Date.now() - 3_600_000;
     for (const [i, s] of specs.entries()) {
       const other = specs[(i + 1) % specs.length]!.id;
-      const reading = (tenant: string, k: number, vibration: number): SensorReading => ({ time: base + k * 1000, tenant_id: tenant, equipment_id: `eq-${k % 4}`, facility_id: "fac-01", temperature: 20 + i, vibration, pressure: null });
+      const reading = (tenant: string, k: number, vibration: number): SensorReading => ({ time: base + k * 1000, tenant_id: tenant, equipment_id: `eq-${k % 4}`, facility_id: "fac-01", temperature: 20 + i, vibration, pressure: null, flow_rate: null });
       const records = [
         ...Array.from({ length: OWN }, (_, k) => ({ key: `eq-${k % 4}`, value: encodeReading(schemaId, reading(s.id, k, 0.1)) })),
         // Published on this tenant's topic, but naming the next tenant in the payload.
@@ -224,7 +224,7 @@ describe("tenant isolation across deployment types", () => {
       topic(s.id),
       Array.from({ length: more }, (_, k) => ({
         key: `eq-${k % 4}`,
-        value: encodeReading(schemaId, { time: base + k * 1000, tenant_id: s.id, equipment_id: `eq-${k % 4}`, facility_id: "fac-02", temperature: 30, vibration: 0.2, pressure: null }),
+        value: encodeReading(schemaId, { time: base + k * 1000, tenant_id: s.id, equipment_id: `eq-${k % 4}`, facility_id: "fac-02", temperature: 30, vibration: 0.2, pressure: null, flow_rate: null }),
       })),
     );
     worker = testWorker(testPlan(), db.adminUrl, specs.map((x) => topic(x.id)));

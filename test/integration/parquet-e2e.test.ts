@@ -62,6 +62,7 @@ describe("Parquet on S3 end to end", () => {
     temperature: 20,
     vibration: seq,
     pressure: null,
+    flow_rate: null,
   });
   const publish = (tenant: string, from: number, n: number) =>
     produce(
@@ -286,6 +287,7 @@ describe("Parquet on S3 end to end", () => {
       temperature: null,
       vibration: null,
       pressure: null,
+      flow_rate: null,
       ...m,
     });
     const sent = [

@@ -27,6 +27,7 @@ function readings(n: number, f: (i: number) => Partial<StoredReading> = () => ({
     temperature: 70 + (i % 100) / 7,
     vibration: (i % 17) / 1000,
     pressure: i % 4 === 0 ? null : 1 + i / 3,
+    flow_rate: i % 5 === 0 ? null : 30 + (i % 9) / 4,
     ...f(i),
   }));
 }
@@ -43,6 +44,7 @@ function expected(rows: readonly StoredReading[]): ReadRow[] {
     vibration: f(r.vibration),
     pressure: f(r.pressure),
     source_offset: r.offset,
+    flow_rate: f(r.flow_rate),
   }));
 }
 
@@ -89,12 +91,13 @@ describe("Parquet files read back by DuckDB and pyarrow", () => {
       ["vibration", "float", true],
       ["pressure", "float", true],
       ["source_offset", "int64", false],
+      ["flow_rate", "float", true],
     ]);
     expect(await duck.rows(sql(path))).toEqual(want);
 
     // File metadata reads cleanly in DuckDB too (schema, per-column-chunk metadata, file metadata).
     const schema = await duck.query(`SELECT name, type, logical_type FROM parquet_schema('${path}') WHERE name <> 'schema'`);
-    expect(schema.map((s) => s.name)).toEqual(["time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure", "source_offset"]);
+    expect(schema.map((s) => s.name)).toEqual(["time", "tenant_id", "equipment_id", "facility_id", "temperature", "vibration", "pressure", "source_offset", "flow_rate"]);
     const chunks = await duck.query(`SELECT path_in_schema, compression, stats_null_count FROM parquet_metadata('${path}')`);
     expect(new Set(chunks.map((c) => c.compression))).toEqual(new Set(["SNAPPY"]));
     expect(chunks.find((c) => c.path_in_schema === "vibration")?.stats_null_count).toBe(500n);

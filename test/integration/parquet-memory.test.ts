@@ -66,7 +66,7 @@ describe("Parquet stage memory with S3 failing", () => {
     const rowsOf = (p: number, chunk: number): StoredReading[] =>
       Array.from({ length: CHUNK_ROWS }, (_, i) => {
         const offset = chunk * CHUNK_ROWS + i;
-        return { offset, time: Date.UTC(2024, 5, 1) + offset * 1000, tenantId: tenant, equipmentId: `eq-${p}`, facilityId: "fac-01", temperature: 20, vibration: offset, pressure: null };
+        return { offset, time: Date.UTC(2024, 5, 1) + offset * 1000, tenantId: tenant, equipmentId: `eq-${p}`, facilityId: "fac-01", temperature: 20, vibration: offset, pressure: null, flow_rate: null };
       });
     const chunkBytes = rowsOf(0, 0).reduce((n, r) => n + estimateRowBytes(r), 0);
     const next = new Array<number>(PARTITIONS).fill(0); // next chunk per partition

@@ -164,7 +164,7 @@ describe("Parquet uploads: a slow bucket on a shared endpoint", () => {
     await stage.start();
 
     const rows = (tenantId: string, p: number): StoredReading[] =>
-      Array.from({ length: ROWS }, (_, offset) => ({ offset, time: Date.UTC(2024, 5, 1, 8) + offset * 1000, tenantId, equipmentId: `eq-${p}`, facilityId: "fac-01", temperature: 20, vibration: offset, pressure: null }));
+      Array.from({ length: ROWS }, (_, offset) => ({ offset, time: Date.UTC(2024, 5, 1, 8) + offset * 1000, tenantId, equipmentId: `eq-${p}`, facilityId: "fac-01", temperature: 20, vibration: offset, pressure: null, flow_rate: null }));
     const slowTopic = `sensor-data-${slowTenant}`;
     const fastTopic = `sensor-data-${fastTenant}`;
 

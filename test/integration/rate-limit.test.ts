@@ -51,7 +51,7 @@ describe("per-tier rate limits", () => {
     const base = Date.now() - 3_600_000;
     const readings = (tenant: string) =>
       Array.from({ length: N }, (_, i) => {
-        const r: SensorReading = { time: base + i * 1000, tenant_id: tenant, equipment_id: `pump-${i % 10}`, facility_id: "fac-01", temperature: 20, vibration: 0.1, pressure: null };
+        const r: SensorReading = { time: base + i * 1000, tenant_id: tenant, equipment_id: `pump-${i % 10}`, facility_id: "fac-01", temperature: 20, vibration: 0.1, pressure: null, flow_rate: null };
         return { key: r.equipment_id, value: encodeReading(schemaId, r) };
       });
     await produce(kafka, topic(BASIC), readings(BASIC));

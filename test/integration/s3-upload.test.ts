@@ -91,6 +91,7 @@ function readings(tenantId: string, n: number, firstOffset: number, t0 = Date.pa
     temperature: i % 9 === 0 ? null : 60 + i / 16,
     vibration: i / 4096,
     pressure: 2.5,
+    flow_rate: null,
   }));
 }
 

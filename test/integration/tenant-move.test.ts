@@ -49,7 +49,7 @@ describe("moving a tenant's store while the worker runs", () => {
       topic(tenant),
       Array.from({ length: n }, (_, i) => {
         const k = start + i;
-        return { key: `eq-${k % 5}`, value: encodeReading(schemaId, { time: base + k * 1000, tenant_id: tenant, equipment_id: `eq-${k % 5}`, facility_id: "fac-01", temperature: 20, vibration: 0.1, pressure: null }) };
+        return { key: `eq-${k % 5}`, value: encodeReading(schemaId, { time: base + k * 1000, tenant_id: tenant, equipment_id: `eq-${k % 5}`, facility_id: "fac-01", temperature: 20, vibration: 0.1, pressure: null, flow_rate: null }) };
       }),
     );
     produced.set(tenant, start + n);

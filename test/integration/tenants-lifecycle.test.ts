@@ -56,6 +56,7 @@ describe("tenant lifecycle", () => {
     temperature: 21.5,
     vibration: 0.2,
     pressure: null,
+    flow_rate: null,
   });
 
   /** Where one reading (by its unique equipment id = record key) ended: stored, or a dead letter's reason. */

@@ -48,6 +48,7 @@ describe("timescale sink", () => {
       temperature: i % 5 === 0 ? null : 20 + i / 8,
       vibration: Math.fround(0.01 * i),
       pressure: i % 3 === 0 ? null : 1 + i / 1024,
+      flow_rate: null,
     }));
 
   const batch = (rs: StoredReading[], p: number, expected: number, extra: Partial<BatchCommit> = {}): BatchCommit => ({
@@ -121,6 +122,7 @@ describe("timescale sink", () => {
       temperature: i === 0 ? null : i,
       vibration: null,
       pressure: null,
+      flow_rate: null,
     }));
     await writer.writeBatch(batch(rs, p, 0));
     const back = await readBack(`AND time = '2022-01-01T00:00:00Z'`);

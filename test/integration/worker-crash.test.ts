@@ -28,7 +28,7 @@ function readings(tenant: string, fromSeq: number, count: number, base: number):
     const eq = `eq-${String(s % EQUIPMENT).padStart(2, "0")}`;
     const seq = Math.floor(s / EQUIPMENT);
     // The sequence is encoded in the reading's time (1 s per step), so a row names its sequence.
-    out.push({ key: eq, value: { time: base + seq * 1000, tenant_id: tenant, equipment_id: eq, facility_id: "fac-01", temperature: seq, vibration: s, pressure: null } });
+    out.push({ key: eq, value: { time: base + seq * 1000, tenant_id: tenant, equipment_id: eq, facility_id: "fac-01", temperature: seq, vibration: s, pressure: null, flow_rate: null } });
   }
   return out;
 }

@@ -45,6 +45,7 @@ describe("ingest worker: dead letters and restarts", () => {
     temperature: 20 + i,
     vibration: 0.1,
     pressure: null,
+    flow_rate: null,
   });
 
   beforeAll(async () => {

@@ -39,6 +39,7 @@ const reading = (tenant: string, i: number, base: number): SensorReading => ({
   temperature: i,
   vibration: null,
   pressure: null,
+  flow_rate: null,
 });
 
 async function stored(db: TestDatabase, tenant: string): Promise<number> {

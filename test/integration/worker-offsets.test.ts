@@ -46,7 +46,7 @@ describe("worker offsets: the database decides where to start", () => {
       kafka,
       topic,
       Array.from({ length: N }, (_, i) => {
-        const r: SensorReading = { time: base + i * 1000, tenant_id: T, equipment_id: `eq-${i % 6}`, facility_id: "fac-01", temperature: 20, vibration: 0.1, pressure: null };
+        const r: SensorReading = { time: base + i * 1000, tenant_id: T, equipment_id: `eq-${i % 6}`, facility_id: "fac-01", temperature: 20, vibration: 0.1, pressure: null, flow_rate: null };
         return { key: r.equipment_id, value: encodeReading(schemaId, r) };
       }),
     );

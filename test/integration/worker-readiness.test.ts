@@ -35,6 +35,7 @@ describe("readiness and lag of a wedged consumer (class 5)", () => {
     temperature: i,
     vibration: null,
     pressure: null,
+    flow_rate: null,
   });
   let schemaId: number;
   let n = 0;

@@ -65,6 +65,7 @@ describe("class 11: a worker process under TZ=Europe/Berlin stores exact instant
       temperature: i,
       vibration: null,
       pressure: null,
+      flow_rate: null,
     }));
     await produce(kafka, topic, readings.map((r, i) => ({ key: r.equipment_id, partition: i, value: encodeReading(schemaId, r) })));
 

@@ -9,7 +9,7 @@ const config = z.strictObject({
     .array(ruleConfigSchema, { error: "expected a list of rules" })
     .prefault([])
     .describe(
-      "The default rules every tenant gets; a tenant's overrides (`millrace rules set`) replace a default of the same id or add to them. Each rule: `id`, `name`, `measure` (temperature, vibration, pressure), `comparison` (above, below, outside), `levels` (warning/major/critical: a threshold, or a [low, high] band for outside), `sustain`, `deadband`, `clear_sustain`, `enabled` — see docs/alerts.md.",
+      "The default rules every tenant gets; a tenant's overrides (`millrace rules set`) replace a default of the same id or add to them. Each rule: `id`, `name`, `measure` (temperature, vibration, pressure, flow_rate), `comparison` (above, below, outside), `levels` (warning/major/critical: a threshold, or a [low, high] band for outside), `sustain`, `deadband`, `clear_sustain`, `enabled` — see docs/alerts.md.",
     ),
   rules_refresh: duration({ min: 100 })
     .prefault("10s")
