@@ -70,6 +70,17 @@ describe("AvroDecoder", () => {
     expect(r.ok && r.value).toMatchObject({ time: 5, temperature: 3, vibration: null, pressure: null });
   });
 
+  it("resolves a producer on SensorReading version 1 (before flow_rate): flow_rate is null", async () => {
+    const published = JSON.parse(SENSOR_READING_SCHEMA_TEXT) as { fields: Array<{ name: string }> };
+    const sensorV1 = avro.Type.forSchema({ ...published, fields: published.fields.filter((f) => f.name !== "flow_rate") } as avro.Schema);
+    const { d } = decoderWith({ 5: sensorV1, 6: reader });
+    const old = frame(5, sensorV1.toBuffer(reading));
+    const cur = frame(6, reader.toBuffer({ ...reading, flow_rate: 31.25 }));
+    await d.prepare([5, 6]);
+    expect(d.decode(old)).toMatchObject({ ok: true, value: { ...reading, flow_rate: null } });
+    expect(d.decode(cur)).toMatchObject({ ok: true, value: { ...reading, flow_rate: 31.25 } });
+  });
+
   it("resolves a newer producer's schema, ignoring fields it doesn't know", async () => {
     const { d } = decoderWith({ 3: v3 });
     const msg = frame(3, v3.toBuffer({ ...reading, humidity: 40 }));

@@ -75,8 +75,9 @@ export function validateReading(
     return { ok: false, reason: "time_too_old", message: `time ${new Date(r.time).toISOString()} is older than the tenant's ${t.retentionDays}-day retention` };
   }
   for (const m of MEASURES) {
-    const v = r[m];
-    if (v !== null && !Number.isFinite(v)) return { ok: false, reason: "non_finite_value", message: `${m} is ${v}; measures must be finite numbers or null` };
+    // A measure the writer's schema lacks is null after resolution; absent (undefined) counts as null too.
+    const v: number | null | undefined = r[m];
+    if (v !== null && v !== undefined && !Number.isFinite(v)) return { ok: false, reason: "non_finite_value", message: `${m} is ${v}; measures must be finite numbers or null` };
   }
   return {
     ok: true,
