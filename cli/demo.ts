@@ -1,8 +1,9 @@
 /**
  * `millrace demo`: the main job on the local stack, end to end, for a newcomer.
  *   stack up → migrate → three demo tenants (idempotent) → produce a synthetic stream (plus a SKAB
- *   pump run and a few bad records, so dead letters show) → run a worker until every demo
- *   partition is drained → per-tenant summary → exit 0. Safe to run again (new readings each time).
+ *   pump run whose valve closes, with the rule that finds it, and a few bad records, so alarms and
+ *   dead letters show) → run a worker until every demo partition is drained → per-tenant summary →
+ *   exit 0. Safe to run again (new readings each time).
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -14,7 +15,7 @@ import { migrate } from "../migrations/migrate.ts";
 import { createLogger } from "../lib/log.ts";
 import { IngestWorker } from "../pipelines/runtime/worker.ts";
 import { loadTopology } from "../pipelines/topology/index.ts";
-import { readCsvReadings } from "../produce/csv.ts";
+import { readCsvReadings, SKAB_VALVE_FLOW_RULE } from "../produce/csv.ts";
 import { createWireEncoder } from "../produce/encode.ts";
 import { SensorPublisher, type ProduceRecord } from "../produce/publisher.ts";
 import { createSchemaRegistry, registerSensorSchema, sensorReadingType, sensorSubject } from "../produce/registry.ts";
@@ -22,6 +23,7 @@ import { syntheticReadings } from "../produce/synthetic.ts";
 import { repoRoot, stackContext } from "../stack/context.ts";
 import { stackUp } from "../stack/stack.ts";
 import { parquetStorageConfig, S3ClientCache } from "../sinks/s3-parquet/location.ts";
+import { ruleFlags, setRule } from "./rules.ts";
 import { createTenantLifecycle, listTenants, type CreateRequest, type DeploymentType } from "../tenants/lifecycle.ts";
 import { TenantDatabases } from "../tenants/database.ts";
 import type { Tier } from "../tenants/tiers.ts";
@@ -45,6 +47,7 @@ export const DEMO_TENANTS: Array<CreateRequest & { tenantId: string; tier: Tier;
 ];
 const DEMO_GROUP = "millrace-demo";
 const SKAB_DIR = join(repoRoot, "..", "shared", "datasets", "skab", "valve1");
+const SKAB_RUN = "13";
 
 async function* demoRecords(count: number, runStart: number): AsyncGenerator<ProduceRecord> {
   const tenants = DEMO_TENANTS.map((t) => t.tenantId);
@@ -52,10 +55,14 @@ async function* demoRecords(count: number, runStart: number): AsyncGenerator<Pro
   // Synthetic readings ending now (a new stretch of time on every run).
   const start = runStart - Math.ceil(count / perTick) * 1000;
   yield* syntheticReadings({ tenants, start, count, seed: runStart });
-  // One real pump run (SKAB valve1) for the enterprise tenant, moved to the present.
-  const skab = join(SKAB_DIR, "0.csv");
+  // One real pump run (SKAB valve1 experiment 13: the valve closes, the flow falls to critical) for
+  // the enterprise tenant, moved to the present. A new equipment id per run: a rerun's readings
+  // overlap the last run's in time, and readings older than an equipment's last evaluated one are
+  // stored but not evaluated for alarms (docs/alerts.md §3), so the same id would show no alarm.
+  const skab = join(SKAB_DIR, `${SKAB_RUN}.csv`);
   if (existsSync(skab)) {
-    yield* readCsvReadings(skab, { tenantId: DEMO_TENANTS[2]!.tenantId, equipmentId: "skab-valve1-00", facilityId: "skab-testbed", startAt: runStart - 3_600_000 });
+    const equipmentId = `skab-valve1-${SKAB_RUN}-${runStart.toString(36)}`;
+    yield* readCsvReadings(skab, { tenantId: DEMO_TENANTS[2]!.tenantId, equipmentId, facilityId: "skab-testbed", startAt: runStart - 3_600_000 });
   }
 }
 
@@ -113,6 +120,12 @@ export function registerDemoCommand(program: Command): void {
           const c = r.kafkaCredentials;
           tenantAuth.set(t.tenantId, c?.password ? { mechanism: c.mechanism, username: c.username, password: c.password } : null);
         }
+        // The rule that finds the SKAB run's valve closure, for the tenant that gets the run (exactly
+        // what `millrace rules set --id valve_flow_low --measure flow_rate …` stores; docs/alerts.md §7).
+        const plan = loadTopology(join(repoRoot, "topology.yaml"));
+        const defaults = plan.processors.find((p) => p.type === "thresholds")?.rules ?? [];
+        const rule = await setRule(db, DEMO_TENANTS[2]!.tenantId, SKAB_VALVE_FLOW_RULE.id, defaults, ruleFlags(SKAB_VALVE_FLOW_RULE));
+        if (!rule.ok) throw new Error(`demo: rule ${SKAB_VALVE_FLOW_RULE.id} not stored: ${rule.problems.join("; ")}`);
         const tenantKafka = (tenantId: string) =>
           tenantAuth.get(tenantId) ? createKafka({ clientId: `millrace-demo-${tenantId.slice(0, 8)}`, auth: tenantAuth.get(tenantId), logLevel: logLevel.NOTHING }) : kafka;
         const rowsBy = new Map((await listTenants(db)).map((r) => [r.tenant_id, r]));
@@ -161,7 +174,6 @@ export function registerDemoCommand(program: Command): void {
         process.stderr.write(`demo: produced ${stats.records + 3} records (${Math.round(stats.recordsPerSecond)} records/s)\n`);
 
         // Ingest until drained.
-        const plan = loadTopology(join(repoRoot, "topology.yaml"));
         const wanted = new Set(topics);
         worker = new IngestWorker(
           { ...plan, source: { ...plan.source, consumerGroup: DEMO_GROUP } },
@@ -179,6 +191,7 @@ export function registerDemoCommand(program: Command): void {
         // Summary.
         const afterBy = new Map<string, number>();
         const dls: Array<{ tenant_id: string; reason: string; n: number }> = [];
+        const alarmLines: string[] = [];
         const filesBy = new Map<string, { files: number; rows: string }>();
         for (const t of DEMO_TENANTS) {
           const store = storeOf(t.tenantId);
@@ -194,6 +207,15 @@ export function registerDemoCommand(program: Command): void {
             [DEMO_GROUP, t.tenantId],
           );
           if (f.rows[0] && f.rows[0].files > 0) filesBy.set(t.tenantId, f.rows[0]);
+          // This run's alarms: one line per alarm, its steps in order.
+          const a = await store.query<{ rule_id: string; equipment_id: string; steps: string }>(
+            `SELECT rule_id, equipment_id, string_agg(step || ' ' || severity, ' → ' ORDER BY seq) AS steps
+             FROM alerts WHERE tenant_id = $1 AND kind = 'threshold' AND created_at >= $2
+             GROUP BY alert_id, rule_id, equipment_id ORDER BY min(event_time), rule_id, equipment_id`,
+            [t.tenantId, new Date(runStart)],
+          );
+          for (const r of a.rows.slice(0, 5)) alarmLines.push(`  ${t.name}: ${r.rule_id} on ${r.equipment_id}: ${r.steps}`);
+          if (a.rows.length > 5) alarmLines.push(`  ${t.name}: … ${a.rows.length - 5} more`);
         }
         let total = 0;
         const lines = ["", "millrace demo — summary", ""];
@@ -208,6 +230,8 @@ export function registerDemoCommand(program: Command): void {
           const row = rowsBy.get(t.tenantId);
           lines.push(`${t.name.padEnd(26)} ${(row?.subscription_tier ?? t.tier).padEnd(13)} ${(row?.deployment_type ?? t.deploymentType).padEnd(14)} ${(row?.database_mode ?? "shared").padEnd(9)} ${String(nowN).padStart(10)} ${String(run).padStart(9)} ${pq.padStart(19)}  ${reasons}`);
         }
+        lines.push("", "alarms this run (alerts table, and once each on alerts-{tenant_id}; rules: ./millrace rules list --tenant …):");
+        lines.push(...(alarmLines.length > 0 ? alarmLines : ["  none"]));
         lines.push("", `final lag: 0 (every demo partition drained)`);
         lines.push(`ingest: ${total} rows in ${ingestSeconds.toFixed(1)} s = ${Math.round(total / ingestSeconds)} records/s (worker start-up included)`);
         lines.push(`total wall time: ${((Date.now() - t0) / 1000).toFixed(1)} s`, "");

@@ -39,6 +39,26 @@ export interface RuleFlags {
   enable?: boolean;
 }
 
+/** The flags that make `rules set` store `c` (e.g. a rule kept in code, like the SKAB valve rule). */
+export function ruleFlags(c: Readonly<RuleConfig>): RuleFlags {
+  const levels: Partial<Record<Severity, string>> = {};
+  for (const s of SEVERITIES) {
+    const v = c.levels[s];
+    if (v !== undefined) levels[s] = Array.isArray(v) ? `${v[0]}:${v[1]}` : String(v);
+  }
+  return {
+    name: c.name,
+    measure: c.measure,
+    comparison: c.comparison,
+    levels,
+    sustain: c.sustain === undefined ? undefined : String(c.sustain),
+    deadband: c.deadband === undefined ? undefined : Number(c.deadband),
+    clearSustain: c.clear_sustain === undefined ? undefined : String(c.clear_sustain),
+    enable: c.enabled === false ? undefined : true,
+    disable: c.enabled === false ? true : undefined,
+  };
+}
+
 function levelValue(severity: Severity, raw: string): number | [number, number] | undefined {
   if (raw === "none") return undefined;
   const band = /^(-?[\d.]+(?:e-?\d+)?):(-?[\d.]+(?:e-?\d+)?)$/i.exec(raw.trim());

@@ -82,6 +82,19 @@ if args["mode"] == "file":
         "metadata": {k.decode(): v.decode() for k, v in (md.metadata or {}).items()},
         "rows": rows_of(table),
     }
+elif args["mode"] == "drop":
+    # Rewrite a file without some columns (e.g. an older schema version's file), types kept.
+    t = pq.read_table(args["path"])
+    pq.write_table(t.drop_columns(args["columns"]), args["out"], coerce_timestamps="ms", allow_truncated_timestamps=False)
+    res = {"schema": [], "numRows": t.num_rows, "rowGroups": [], "hasMinMax": [], "createdBy": "", "metadata": {}, "rows": []}
+elif args["mode"] == "unified":
+    # A local directory of files of several schema versions, read as docs/parquet.md tells analysts:
+    # one dataset with the newest file's schema (older files get its missing columns as nulls).
+    schema = pq.read_schema(args["schemaFrom"])
+    dataset = ds.dataset(args["path"], format="parquet", partitioning="hive", schema=schema)
+    table = dataset.to_table()
+    res = {"schema": [[fld.name, str(fld.type), fld.nullable] for fld in table.schema], "numRows": table.num_rows,
+           "rowGroups": [], "hasMinMax": [], "createdBy": "", "metadata": {}, "rows": rows_of(table)}
 else:
     s3 = args["s3"]
     fs = pafs.S3FileSystem(endpoint_override=s3["endpoint"], access_key=s3["accessKeyId"], secret_key=s3["secretAccessKey"],
@@ -129,6 +142,16 @@ function runPython(args: Record<string, unknown>): PyarrowResult {
 /** Read one local Parquet file with pyarrow: rows, schema, row groups, statistics presence. */
 export function readWithPyarrow(path: string): PyarrowResult {
   return runPython({ mode: "file", path });
+}
+
+/** Write `out`: the file at `path` without `columns` (pyarrow), e.g. a file as an older schema version wrote it. */
+export function dropColumnsWithPyarrow(path: string, out: string, columns: string[]): void {
+  runPython({ mode: "drop", path, out, columns });
+}
+
+/** Read a local directory (Hive partitioning) with pyarrow, under the schema of the file `schemaFrom`. */
+export function readUnifiedWithPyarrow(dir: string, schemaFrom: string): PyarrowResult {
+  return runPython({ mode: "unified", path: dir, schemaFrom });
 }
 
 /** Read a dataset (bucket/prefix) from S3 with pyarrow's S3 filesystem and Hive partitioning. */

@@ -12,27 +12,13 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { RuleConfig } from "../../pipelines/processors/threshold-rules.ts";
+import { SKAB_VALVE_FLOW_RULE } from "../../produce/csv.ts";
 import { repoRoot } from "../../stack/context.ts";
 
 export const VALVE1 = join(repoRoot, "..", "shared", "datasets", "skab", "valve1");
 
-/**
- * The chosen rule (docs/alerts.md §7, README): the closing valve shows as a sustained drop of the
- * flow rate. Normal flow is 32 ± 1 l/min (anomaly = 0 rows: p0.1 31.0, median 32.0). Written as
- * `millrace rules set` stores it (and as topology.yaml would list it).
- */
-export const VALVE_FLOW_LOW: RuleConfig = {
-  id: "valve_flow_low",
-  name: "Flow low (valve closing)",
-  measure: "flow_rate",
-  comparison: "below",
-  levels: { warning: 31.5, major: 29, critical: 27 },
-  sustain: "10s",
-  deadband: 0.5,
-  clear_sustain: "0s",
-  enabled: true,
-};
+/** The chosen rule (docs/alerts.md §7, README), as `millrace rules set` stores it. */
+export const VALVE_FLOW_LOW = SKAB_VALVE_FLOW_RULE;
 
 /** The 16 experiment files, in numeric order (0.csv … 15.csv). */
 export function valve1Files(): string[] {

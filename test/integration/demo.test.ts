@@ -2,7 +2,7 @@
  * The README's first command, `./millrace demo`, as a newcomer runs it (against the stack the
  * suite runs on): exit 0, a summary with one tenant of each deployment type (the single-tenant one
  * in its own database), readings stored this run for each, the bad records as dead letters with their reasons, Parquet files in each tenant's
- * place, and lag 0. Run twice: the second run works too (idempotent set-up, new readings).
+ * place, the SKAB run's valve alarm, and lag 0. Run twice: the second run works too (idempotent set-up, new readings).
  */
 import { execFile } from "node:child_process";
 import { join } from "node:path";
@@ -39,6 +39,8 @@ describe("millrace demo", () => {
       expect(out).toMatch(/Rows of Cobalt Pharma \(demo\): database millrace_t_[0-9a-f]{16}/);
       expect(out).toMatch(/Acme Pumps \(demo\).*(undecodable|not_avro|bad_magic_byte|decode)/);
       expect(out).toMatch(/tenant_mismatch=\d+/);
+      // The SKAB run's valve closure, found by valve_flow_low, escalating to critical and clearing.
+      expect(out).toMatch(/^ {2}Cobalt Pharma \(demo\): valve_flow_low on skab-valve1-13-[0-9a-z]+: raised warning → escalated major → escalated critical → .*cleared warning$/m);
       expect(out).toContain("final lag: 0");
       expect(out).toContain("s3://millrace-demo-cobalt/a8c4e1f3-2d7b-4f6e-8a9c-0b5d3e7f1c03/sensor-data/");
     }

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StoredReading } from "../../pipelines/reading.ts";
 import { validateReading } from "../../pipelines/processors/validate.ts";
 import { encodeParquet, parquetObjectKey, readParquetFooter } from "../../sinks/s3-parquet/index.ts";
-import { openDuckDb, pyarrowVersion, readWithPyarrow, type DuckDb, type ReadRow } from "../helpers/parquet-readers.ts";
+import { dropColumnsWithPyarrow, openDuckDb, pyarrowVersion, readUnifiedWithPyarrow, readWithPyarrow, type DuckDb, type ReadRow } from "../helpers/parquet-readers.ts";
 
 const T = "6b2f0c1e-4d3a-4f5b-8c7d-9e0a1b2c3d4e";
 const TOPIC = `sensor-data-${T}`;
@@ -216,5 +216,27 @@ describe("Parquet files read back by DuckDB and pyarrow", () => {
     expect(parts).toEqual(new Set(["2024-05-01 10", "2024-05-01 11", "2024-05-02 0"]));
     const pruned = await duck.query(`SELECT count(*) AS n FROM read_parquet('${root}/${T}/sensor-data/*/*/*.parquet', hive_partitioning = true) WHERE date = '2024-05-01' AND hour = 11`);
     expect(pruned[0]?.n).toBe(40n);
+  });
+  it("a prefix with files from before flow_rate (sensor-reading/1) and after reads as one table, as docs/parquet.md tells analysts to", async () => {
+    const oldRows = readings(20, (i) => ({ offset: 7_000 + i, time: Date.parse("2024-06-01T10:00:00Z") + i * 1000, flow_rate: null }));
+    const newRows = readings(30, (i) => ({ offset: 7_020 + i, time: Date.parse("2024-06-01T11:00:00Z") + i * 1000 }));
+    const root = join(dir, "mixed");
+    const oldKey = parquetObjectKey({ tenantId: T, topic: TOPIC, partition: 0, firstOffset: 7_000, lastOffset: 7_019, firstTime: oldRows[0]!.time });
+    const newKey = parquetObjectKey({ tenantId: T, topic: TOPIC, partition: 0, firstOffset: 7_020, lastOffset: 7_049, firstTime: newRows[0]!.time });
+    // The older file: what version 1 wrote, the same columns without flow_rate.
+    const staged = await write(join("mixed-staging", "old.parquet"), oldRows);
+    mkdirSync(dirname(join(root, oldKey)), { recursive: true });
+    dropColumnsWithPyarrow(staged.path, join(root, oldKey), ["flow_rate"]);
+    expect(readWithPyarrow(join(root, oldKey)).schema.map(([n]) => n)).not.toContain("flow_rate");
+    const newest = await write(join("mixed", newKey), newRows);
+    const want = expected([...oldRows, ...newRows]);
+    expect(want.slice(0, 20).every((r) => r.flow_rate === null)).toBe(true);
+    expect(want.slice(20).filter((r) => r.flow_rate !== null).length).toBe(24);
+    const bySource = (rs: ReadRow[]) => rs.map(({ date: _d, hour: _h, ...r }) => r).sort((x, y) => x.source_offset - y.source_offset);
+
+    const got = await duck.rows(`read_parquet('${root}/${T}/sensor-data/*/*/*.parquet', hive_partitioning = true, union_by_name = true)`);
+    expect(bySource(got)).toEqual(want);
+    const py = readUnifiedWithPyarrow(join(root, T, "sensor-data"), newest.path);
+    expect(bySource(py.rows)).toEqual(want);
   });
 });

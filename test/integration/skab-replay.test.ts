@@ -20,7 +20,7 @@ import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/clien
 import type { Admin } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { IngestWorker } from "../../pipelines/runtime/worker.ts";
-import { setRule } from "../../cli/rules.ts";
+import { ruleFlags, setRule } from "../../cli/rules.ts";
 import { readCsvReadings } from "../../produce/csv.ts";
 import { SensorPublisher, type ProduceRecord } from "../../produce/publisher.ts";
 import { repoRoot } from "../../stack/context.ts";
@@ -81,11 +81,9 @@ describe("SKAB valve1 replay", () => {
     // The chosen rule, stored as `millrace rules set --id valve_flow_low --measure flow_rate …` stores it.
     const plan = testPlan();
     const defaults = plan.processors.flatMap((p) => (p.type === "thresholds" ? p.rules : []));
-    const r = VALVE_FLOW_LOW;
-    const levels = Object.fromEntries(Object.entries(r.levels).map(([k, v]) => [k, String(v)]));
     for (const t of tenants) {
-      const res = await setRule(db.admin, t, r.id, defaults, { name: r.name, measure: r.measure, comparison: r.comparison, levels, sustain: String(r.sustain), deadband: Number(r.deadband) });
-      expect(res, `rules set ${r.id} for ${t}`).toMatchObject({ ok: true });
+      const res = await setRule(db.admin, t, VALVE_FLOW_LOW.id, defaults, ruleFlags(VALVE_FLOW_LOW));
+      expect(res, `rules set ${VALVE_FLOW_LOW.id} for ${t}`).toMatchObject({ ok: true, stored: VALVE_FLOW_LOW });
     }
     async function* all(): AsyncGenerator<ProduceRecord> {
       for (const f of files) yield* readCsvReadings(join(SKAB, f), { tenantId: owner(f), equipmentId: equipment(f), facilityId: "skab-testbed" });
