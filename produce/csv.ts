@@ -51,7 +51,6 @@ export const SKAB_VALVE_FLOW_RULE: Readonly<RuleConfig> = Object.freeze({
   levels: { warning: 31.5, major: 29, critical: 27 },
   sustain: "10s",
   deadband: 0.5,
-  clear_sustain: "0s",
   enabled: true,
 });
 
