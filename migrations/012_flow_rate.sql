@@ -19,3 +19,7 @@ CREATE OR REPLACE VIEW sensor_data_hourly WITH (security_invoker = true) AS
          avg(flow_rate) AS avg_flow_rate, min(flow_rate) AS min_flow_rate
   FROM sensor_data_raw
   GROUP BY tenant_id, equipment_id, date_trunc('hour', time);
+
+-- Workers refuse a database whose schema is older than their code (migrations/migrate.ts
+-- assertMigrated): they read which migrations are applied.
+GRANT SELECT ON public.millrace_schema_migrations TO millrace_writer;

@@ -95,3 +95,38 @@ export async function migrate(
     await client.end();
   }
 }
+
+/** A database older than the code: the error says which migration is missing and how to apply it. */
+export class SchemaBehindError extends Error {
+  override readonly name = "SchemaBehindError";
+}
+
+/**
+ * Refuse to work on a database whose schema is older than this code's migrations (e.g. a worker
+ * upgraded before `millrace migrate` ran, whose COPY would otherwise fail on a missing column for
+ * ever). `where` names the database in the message. Needs SELECT on millrace_schema_migrations,
+ * which migration 012 grants to millrace_writer: a database before 012 cannot grant it, and is
+ * reported as behind as well.
+ */
+export async function assertMigrated(db: Pick<pg.Pool, "query">, where: string, migrations: readonly Migration[] = loadMigrations()): Promise<void> {
+  const latest = migrations.at(-1);
+  if (latest === undefined) return;
+  let have = 0;
+  let applied = new Set<number>();
+  try {
+    const r = await db.query<{ version: number }>("SELECT version FROM public.millrace_schema_migrations");
+    applied = new Set(r.rows.map((x) => x.version));
+    have = Math.max(0, ...applied);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    // undefined_table: never migrated; insufficient_privilege: migrated before 012 (see above).
+    if (code !== "42P01" && code !== "42501") throw err;
+  }
+  const missing = migrations.filter((m) => !applied.has(m.version));
+  if (missing.length === 0) return;
+  throw new SchemaBehindError(
+    `${where} is not migrated to this version of millrace: ${have === 0 ? "no migration recorded (or one older than 012)" : `at ${have}`}, missing ${missing.map((m) => m.name).join(", ")}. ` +
+      "Run `millrace migrate` (it migrates the shared database and every dedicated one), then start the worker again.",
+  );
+}
+

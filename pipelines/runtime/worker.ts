@@ -38,6 +38,7 @@ import type { ProcessorPlan, SinkPlan, TopologyPlan } from "../topology/plan.ts"
 import { BatchProcessor, deadLetterOf } from "./batch-processor.ts";
 import { ParquetStage } from "./parquet-stage.ts";
 import { PartitionMaintenance, PartitionMaintenanceMetrics } from "./partition-maintenance.ts";
+import { assertMigrated } from "../../migrations/migrate.ts";
 import { maintainPartitions } from "../../migrations/partitions.ts";
 import { PARQUET_SINK } from "../../sinks/s3-parquet/index.ts";
 import { PgQuotaStore } from "../processors/quota-store.ts";
@@ -127,6 +128,8 @@ export class IngestWorker {
   private readonly shared: TenantStore;
   private readonly databases: TenantDatabases;
   private readonly dedicated = new Map<pg.Pool, TenantStore>();
+  /** Stores whose schema was checked against this code's migrations (assertMigrated). */
+  private readonly schemaChecked = new WeakSet<TenantStore>();
   private readonly newStore: (name: string, pool: pg.Pool) => TenantStore;
   private publishersStarted = false;
   private readonly tenants: TenantDirectory;
@@ -355,7 +358,18 @@ export class IngestWorker {
   private async storeOfTopic(topic: string): Promise<TenantStore> {
     const tenantId = this.sourcePattern.tenantOf(topic) ?? null;
     if (tenantId !== null && this.tenants.get(tenantId) === undefined) await this.tenants.refresh();
-    return this.storeOf(tenantId);
+    const store = this.storeOf(tenantId);
+    if (!this.schemaChecked.has(store)) {
+      // A dedicated database not migrated to this code's schema: only this tenant's partitions wait
+      // (paused, retried; readiness shows it), with the fix in the log.
+      try {
+        await assertMigrated(store.pool, `tenant ${tenantId}'s dedicated database ${store.name}`);
+      } catch (err) {
+        throw new MillraceError((err as Error).message, { retriable: true, stage: "sink", reason: "schema_behind", cause: err });
+      }
+      this.schemaChecked.add(store);
+    }
+    return store;
   }
 
   private stores(): TenantStore[] {
@@ -378,6 +392,10 @@ export class IngestWorker {
 
   async start(): Promise<void> {
     await this.pool.query("SELECT 1");
+    // A database older than this code (e.g. workers upgraded before `millrace migrate`) is refused
+    // with the fix, rather than failing every COPY on a missing column.
+    await assertMigrated(this.pool, `the shared database (${this.shared.name})`);
+    this.schemaChecked.add(this.shared);
     await this.tenants.refresh();
     // At start a failure is fatal (the schema is not migrated, or the database refuses); afterwards
     // the timer only logs and retries.
