@@ -19,8 +19,8 @@ describe("assertMigrated", () => {
   });
 
   it("a database never migrated, or one from before 012 (no SELECT grant yet), is behind too; other errors are not hidden", async () => {
-    await expect(assertMigrated(failing("42P01"), "db")).rejects.toThrow(/no migration recorded.*missing 001_roles/);
-    await expect(assertMigrated(failing("42501"), "db")).rejects.toThrow(/older than 012.*Run `millrace migrate`/);
+    await expect(assertMigrated(failing("42P01"), "db")).rejects.toThrow(/^db is not migrated: no migration recorded, this code needs up to 012_flow_rate\. Run `millrace migrate`/);
+    await expect(assertMigrated(failing("42501"), "db")).rejects.toThrow(/^db is not migrated to this version of millrace: its schema predates 012_flow_rate, this code needs up to 012_flow_rate\. Run `millrace migrate`/);
     await expect(assertMigrated(failing("08006"), "db")).rejects.toThrow(/pg 08006/);
   });
 });

@@ -111,22 +111,21 @@ export class SchemaBehindError extends Error {
 export async function assertMigrated(db: Pick<pg.Pool, "query">, where: string, migrations: readonly Migration[] = loadMigrations()): Promise<void> {
   const latest = migrations.at(-1);
   if (latest === undefined) return;
-  let have = 0;
-  let applied = new Set<number>();
+  const fix = "Run `millrace migrate` (it migrates the shared database and every dedicated one), then start the worker again.";
+  let applied: Set<number>;
   try {
     const r = await db.query<{ version: number }>("SELECT version FROM public.millrace_schema_migrations");
     applied = new Set(r.rows.map((x) => x.version));
-    have = Math.max(0, ...applied);
   } catch (err) {
     const code = (err as { code?: string }).code;
-    // undefined_table: never migrated; insufficient_privilege: migrated before 012 (see above).
-    if (code !== "42P01" && code !== "42501") throw err;
+    if (code === "42P01") throw new SchemaBehindError(`${where} is not migrated: no migration recorded, this code needs up to ${latest.name}. ${fix}`);
+    // insufficient_privilege: the grant this check relies on came with 012, so the schema is older.
+    if (code === "42501") throw new SchemaBehindError(`${where} is not migrated to this version of millrace: its schema predates 012_flow_rate, this code needs up to ${latest.name}. ${fix}`);
+    throw err;
   }
   const missing = migrations.filter((m) => !applied.has(m.version));
   if (missing.length === 0) return;
   throw new SchemaBehindError(
-    `${where} is not migrated to this version of millrace: ${have === 0 ? "no migration recorded (or one older than 012)" : `at ${have}`}, missing ${missing.map((m) => m.name).join(", ")}. ` +
-      "Run `millrace migrate` (it migrates the shared database and every dedicated one), then start the worker again.",
+    `${where} is not migrated to this version of millrace: at ${Math.max(0, ...applied)}, missing ${missing.map((m) => m.name).join(", ")}. ${fix}`,
   );
 }
-

@@ -130,6 +130,8 @@ export class IngestWorker {
   private readonly dedicated = new Map<pg.Pool, TenantStore>();
   /** Stores whose schema was checked against this code's migrations (assertMigrated). */
   private readonly schemaChecked = new WeakSet<TenantStore>();
+  /** Partitions (key) whose tenant's store cannot be used yet, with why (shown by /readyz). */
+  private readonly storeWaits = new Map<string, string>();
   private readonly newStore: (name: string, pool: pg.Pool) => TenantStore;
   private publishersStarted = false;
   private readonly tenants: TenantDirectory;
@@ -394,7 +396,7 @@ export class IngestWorker {
     await this.pool.query("SELECT 1");
     // A database older than this code (e.g. workers upgraded before `millrace migrate`) is refused
     // with the fix, rather than failing every COPY on a missing column.
-    await assertMigrated(this.pool, `the shared database (${this.shared.name})`);
+    await assertMigrated(this.pool, "the shared database");
     this.schemaChecked.add(this.shared);
     await this.tenants.refresh();
     // At start a failure is fatal (the schema is not migrated, or the database refuses); afterwards
@@ -429,6 +431,7 @@ export class IngestWorker {
       this.crashed = undefined;
       // A new generation: every partition reloads its stored offset before its next batch.
       this.partitions.clear();
+      this.storeWaits.clear();
       this.logStart.clear();
       this.progress.assign(e.payload.memberAssignment);
       this.watermarksReadAt = Date.now();
@@ -581,6 +584,7 @@ export class IngestWorker {
     await bounded(old.consumer.stop(), 15_000, () => this.log.warn("old consumer did not stop within 15 s; disconnecting it"));
     await bounded(old.consumer.disconnect(), 10_000);
     for (const k of [...this.partitions.keys()]) if (removed.includes(k.split("\u0000")[0]!)) this.partitions.delete(k);
+    for (const k of [...this.storeWaits.keys()]) if (removed.includes(k.split("\u0000")[0]!)) this.storeWaits.delete(k);
     for (const a of this.progress.list()) if (removed.includes(a.topic)) this.progress.drop(a.topic, a.partition);
     const admin = this.kafka.admin();
     await admin.connect();
@@ -722,6 +726,7 @@ export class IngestWorker {
           // past this point; the partition waits and tries again (readiness shows it).
           if (this.abort.signal.aborted) return;
           this.dbOk = false;
+          this.storeWaits.set(k, (err as Error).message);
           this.log.error({ topic, partition, err: (err as Error).message }, "cannot tell or reach the tenant's store; partition paused, will retry");
           const resume = p.pause();
           setTimeout(() => {
@@ -729,6 +734,7 @@ export class IngestWorker {
           }, this.sinkPlan.retry.maxDelayMs).unref();
           return;
         }
+        this.storeWaits.delete(k);
         let next = await this.storedNext(store, topic, partition);
         if (next === MOVED) {
           // The tenant's store is moving (tenants/move.ts): its offsets here are a tombstone. Read
@@ -1029,6 +1035,10 @@ export class IngestWorker {
     const why: string[] = [];
     if (!s.joined) why.push(s.crashed ? `consumer crashed: ${s.crashed}` : "not a member of the consumer group yet");
     if (!s.dbOk) why.push("database writes are failing (retrying)");
+    for (const [k, msg] of this.storeWaits) {
+      const [topic, partition] = k.split("\u0000");
+      why.push(`${topic}[${partition}] waits for its tenant's database (retrying): ${msg}`);
+    }
     for (const f of this.parquet?.failing() ?? []) why.push(`Parquet uploads for ${f.topic}[${f.partition}] are failing (retrying): ${f.error}`);
     const stall = this.stallAfterMs();
     for (const a of this.progress.stalled(stall)) why.push(`${a.topic}[${a.partition}] stalled at offset ${a.next} with lag ${a.lag} for ${Math.round(a.stalledMs / 1000)} s`);

@@ -13,6 +13,8 @@ import type { IngestWorker } from "../../pipelines/runtime/worker.ts";
 import { createWireEncoder } from "../../produce/encode.ts";
 import { createSchemaRegistry, registerSensorSchema, sensorSubject } from "../../produce/registry.ts";
 import { parseAvroSchema, SENSOR_READING_SCHEMA_TEXT } from "../../schemas/index.ts";
+import pg from "pg";
+import { databaseUrl, tenantDatabaseRef } from "../../tenants/database.ts";
 import { createTenant } from "../../tenants/provision.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/db.ts";
 import { deleteTopics, testKafka } from "../helpers/kafka.ts";
@@ -32,7 +34,8 @@ describe("upgrading to SensorReading v2 (flow_rate)", () => {
   let worker: IngestWorker | undefined;
   const tenant = randomUUID();
   const topic = `sensor-data-${tenant}`;
-  const T0 = Date.UTC(2026, 11, 1, 8, 0, 0);
+  // Now (partitions exist from two days back; older days are created on demand by the worker only).
+  const T0 = Math.floor(Date.now() / 1000) * 1000 - 120_000;
 
   beforeAll(async () => {
     db = await createTestDatabase({ migrate: false });
@@ -58,7 +61,7 @@ describe("upgrading to SensorReading v2 (flow_rate)", () => {
   it("a new worker refuses the unmigrated database with the fix; after `migrate` it stores v1 and v2 readings side by side", async () => {
     const early = testWorker(testPlan(), db.adminUrl, [topic]);
     try {
-      await expect(early.start()).rejects.toThrow(/shared database .*not migrated to this version of millrace.*missing 012_flow_rate.*Run `millrace migrate`/s);
+      await expect(early.start()).rejects.toThrow(/^the shared database is not migrated to this version of millrace: its schema predates 012_flow_rate, .*Run `millrace migrate`/);
     } finally {
       await early.stop().catch(() => {});
     }
@@ -101,5 +104,48 @@ describe("upgrading to SensorReading v2 (flow_rate)", () => {
     ]);
     const dead = await db.admin.query("SELECT count(*)::int AS n FROM millrace.dead_letters");
     expect(dead.rows[0].n).toBe(0);
+  });
+  it("a dedicated database behind the code: only its tenant waits (readiness names it), the others go on; after `migrate` it catches up", async () => {
+    await worker?.stop();
+    worker = undefined;
+    const solo = randomUUID();
+    const soloTopic = `sensor-data-${solo}`;
+    await createTenant(db.admin, admin, { tenantId: solo, name: "solo", tier: "enterprise", partitions: 1, dedicatedDatabase: { adminUrl: db.adminUrl } });
+    const soloUrl = databaseUrl((await tenantDatabaseRef(db.admin, solo))!, db.adminUrl);
+    const own = new pg.Pool({ connectionString: soloUrl, max: 1 });
+    try {
+      // As if the dedicated database had missed the last `millrace migrate`.
+      await own.query("DELETE FROM public.millrace_schema_migrations WHERE version = 12");
+      const registry = createSchemaRegistry();
+      const enc = (t: string) => registerSensorSchema(registry, sensorSubject(t)).then((id) => createWireEncoder(id, parseAvroSchema(SENSOR_READING_SCHEMA_TEXT)));
+      const [encShared, encSolo] = await Promise.all([enc(topic), enc(soloTopic)]);
+      const reading = (t: string, e: string) => ({ time: T0 + 1000, tenant_id: t, equipment_id: e, facility_id: "f", temperature: 1, vibration: null, pressure: null, flow_rate: 30 });
+      const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+      await producer.connect();
+      await producer.send({ topic, acks: -1, messages: [{ key: "pump-after", value: encShared.encode(reading(tenant, "pump-after")) }] });
+      await producer.send({ topic: soloTopic, acks: -1, messages: [{ key: "pump-solo", value: encSolo.encode(reading(solo, "pump-solo")) }] });
+      await producer.disconnect();
+
+      worker = testWorker(testPlan(), db.adminUrl, [topic, soloTopic]);
+      await worker.start();
+      await waitUntil("the shared tenant's reading stored", async () => (await db.admin.query("SELECT 1 FROM sensor_data_raw WHERE equipment_id = 'pump-after'")).rowCount === 1, 60_000);
+      await waitUntil(
+        "readiness to name the dedicated tenant's partition, and only it, with the reason",
+        async () => {
+          const r = worker!.ready();
+          return !r.ready && r.why.some((w) => w.startsWith(`${soloTopic}[0] waits for its tenant's database (retrying): tenant ${solo}'s dedicated database`) && w.includes("missing 012_flow_rate. Run `millrace migrate`")) && !r.why.some((w) => w.startsWith(`${topic}[`));
+        },
+        60_000,
+      );
+      expect((await own.query("SELECT count(*)::int AS n FROM sensor_data_raw")).rows[0].n).toBe(0);
+
+      const res = await migrate(soloUrl);
+      expect(res.applied.map((m) => m.name)).toEqual(["012_flow_rate"]);
+      await waitUntil("the dedicated tenant's reading stored after migrate", async () => (await own.query("SELECT flow_rate FROM sensor_data_raw WHERE equipment_id = 'pump-solo'")).rows[0]?.flow_rate === 30, 90_000);
+      expect((await db.admin.query("SELECT count(*)::int AS n FROM millrace.dead_letters")).rows[0].n).toBe(0);
+      expect((await own.query("SELECT count(*)::int AS n FROM millrace.dead_letters")).rows[0].n).toBe(0);
+    } finally {
+      await own.end();
+    }
   });
 });
