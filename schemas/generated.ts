@@ -46,7 +46,7 @@ export interface AlertRule {
 
 /** One lifecycle step of an alarm. Published Avro-encoded in the Confluent wire format to alerts-{tenant_id}, keyed by alert_id (every step of one alarm lands on one partition, in order); stored once in the alerts table. (from alert-event.avsc) */
 export interface AlertEvent {
-  /** `{alert_id}/{seq}`: unique per event. Delivery to Kafka is at-least-once, so a consumer drops an event_id it has already seen. */
+  /** `{alert_id}/{seq}`: unique per event. Each event is on the topic once (the outbox relay publishes in Kafka transactions: read with isolation.level=read_committed); the id lets a consumer that stores events de-duplicate its own replays. */
   event_id: string;
   /** The alarm: a deterministic UUID (version 8, SHA-256 of tenant, rule, raising reading time and equipment), the same for every step of the alarm and for every replay. */
   alert_id: string;
