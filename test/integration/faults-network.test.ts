@@ -310,10 +310,23 @@ describe("network and phase-targeted faults (issue 8)", () => {
 
     const OUTAGE_MS = 60_000;
     const atDown = await r.snapshot();
-    const pqAtDown = await r.stored("parquet");
     const at = Date.now();
     s3p.refuse(OUTAGE_MS); // like a stopped server: every new connection is reset
     s3p.cutAll();
+    // Where the Parquet sink stood when S3 went down: an upload S3 acknowledged just before the cut
+    // commits its offset a moment later, so read the offsets once they have stopped moving (no
+    // upload can complete any more; bounded).
+    const flat = (o: Awaited<ReturnType<typeof r.stored>>) => JSON.stringify([...o].map(([t, m]) => [t, [...m].sort((x, y) => x[0] - y[0])]));
+    let pqAtDown = await r.stored("parquet");
+    let unchangedSince = Date.now();
+    await waitUntil("the Parquet offsets to stay unchanged for 2 s after the cut", async () => {
+      const again = await r.stored("parquet");
+      if (flat(again) !== flat(pqAtDown)) {
+        pqAtDown = again;
+        unchangedSince = Date.now();
+      }
+      return Date.now() - unchangedSince >= 2_000;
+    }, 15_000, 250);
     // While S3 is down: every tenant's rows keep reaching PostgreSQL (strictly past where the topics ended at the outage's start).
     await waitUntil("PostgreSQL past the outage's start for every tenant, during the outage", () => r.reached(atDown, ["pg"], r.topics, true), OUTAGE_MS - 10_000, 250);
     const pgProgressMs = Date.now() - at;
