@@ -45,7 +45,6 @@ export const DEMO_TENANTS: Array<CreateRequest & { tenantId: string; tier: Tier;
     kmsKeyId: "arn:aws:kms:us-east-1:000000000000:key/millrace-demo-cobalt",
   },
 ];
-const DEMO_GROUP = "millrace-demo";
 const SKAB_DIR = join(repoRoot, "..", "shared", "datasets", "skab", "valve1");
 const SKAB_RUN = "13";
 
@@ -66,7 +65,7 @@ async function* demoRecords(count: number, runStart: number): AsyncGenerator<Pro
   }
 }
 
-async function waitDrained(storeOf: (topic: string) => pg.Pool, admin: ReturnType<Kafka["admin"]>, topics: string[], timeoutMs: number): Promise<void> {
+async function waitDrained(group: string, storeOf: (topic: string) => pg.Pool, admin: ReturnType<Kafka["admin"]>, topics: string[], timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     let behind = 0;
@@ -74,7 +73,7 @@ async function waitDrained(storeOf: (topic: string) => pg.Pool, admin: ReturnTyp
       const end = await admin.fetchTopicOffsets(topic);
       const stored = await storeOf(topic).query<{ partition: number; next_offset: string }>(
         "SELECT partition, next_offset FROM millrace.consumer_offsets WHERE consumer_group = $1 AND topic = $2",
-        [DEMO_GROUP, topic],
+        [group, topic],
       );
       const got = new Map(stored.rows.map((r) => [r.partition, Number(r.next_offset)]));
       for (const e of end) behind += Math.max(0, Number(e.high) - (got.get(e.partition) ?? 0));
@@ -173,15 +172,16 @@ export function registerDemoCommand(program: Command): void {
         await bad.disconnect();
         process.stderr.write(`demo: produced ${stats.records + 3} records (${Math.round(stats.recordsPerSecond)} records/s)\n`);
 
-        // Ingest until drained.
+        // Ingest until drained, in the topology's consumer group: a `./millrace run` afterwards
+        // continues exactly where the demo stopped (Parquet files are one consumer group's; docs/parquet.md).
         const wanted = new Set(topics);
         worker = new IngestWorker(
-          { ...plan, source: { ...plan.source, consumerGroup: DEMO_GROUP } },
+          plan,
           { brokers: env.MILLRACE_KAFKA_BROKERS!.split(","), registryUrl: env.MILLRACE_SCHEMA_REGISTRY_URL!, pgUrl: env.MILLRACE_PG_ADMIN_URL!, pgRole: "millrace_writer", log, topicFilter: (t) => wanted.has(t) },
         );
         const ingestStart = Date.now();
         await worker.start();
-        await waitDrained((topic) => storeOf(topic.slice("sensor-data-".length)), admin, topics, Number(opts.timeout) * 1000);
+        await waitDrained(plan.source.consumerGroup, (topic) => storeOf(topic.slice("sensor-data-".length)), admin, topics, Number(opts.timeout) * 1000);
         const ingestSeconds = (Date.now() - ingestStart) / 1000;
         await worker.drainDeadLetters();
         process.stderr.write("\ndemo: stopping the worker (uploads the Parquet files it still holds)…\n");
@@ -204,7 +204,7 @@ export function registerDemoCommand(program: Command): void {
           const f = await store.query<{ files: number; rows: string }>(
             `SELECT count(*)::int AS files, coalesce(sum(row_count), 0)::bigint AS rows
              FROM millrace.parquet_files WHERE consumer_group = $1 AND tenant_id = $2 AND status = 'uploaded'`,
-            [DEMO_GROUP, t.tenantId],
+            [plan.source.consumerGroup, t.tenantId],
           );
           if (f.rows[0] && f.rows[0].files > 0) filesBy.set(t.tenantId, f.rows[0]);
           // This run's alarms: one line per alarm, its steps in order.

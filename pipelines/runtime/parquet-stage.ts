@@ -22,6 +22,7 @@ import type { PipelineMetrics } from "../../lib/metrics.ts";
 import {
   abortUploadsOfKey,
   advanceSinkOffset,
+  ForeignGroupError,
   loadTenantStorage,
   locationObjectKey,
   markUploaded,
@@ -70,6 +71,8 @@ interface PartitionStage {
 
 export class ParquetStage {
   private readonly parts = new Map<string, PartitionStage>();
+  /** Partitions whose Parquet files belong to another consumer group (ForeignGroupError), with why; until one of their files is stored. */
+  private readonly foreign = new Map<string, { topic: string; partition: number; error: string }>();
   private readonly s3: S3ClientCache;
   /** Parquet encoding in a worker thread, one file at a time. */
   private readonly encoder = new ParquetEncodePool();
@@ -80,7 +83,9 @@ export class ParquetStage {
   private closed = false;
   /** Partitions whose uploads are failing right now (readiness). */
   failing(): Array<{ topic: string; partition: number; error: string }> {
-    return [...this.parts.values()].filter((p) => p.lastError).map((p) => ({ topic: p.topic, partition: p.partition, error: p.lastError!.message }));
+    const out = [...this.parts.values()].filter((p) => p.lastError).map((p) => ({ topic: p.topic, partition: p.partition, error: p.lastError!.message }));
+    for (const [k, f] of this.foreign) if (!out.some((o) => this.key(o.topic, o.partition) === k)) out.push(f);
+    return out;
   }
 
   constructor(
@@ -297,6 +302,7 @@ export class ParquetStage {
 
   forgetAll(): void {
     this.generation++;
+    this.foreign.clear();
     for (const p of this.parts.values()) {
       p.generation = -1;
       for (const fn of p.onDrained) fn();
@@ -409,6 +415,7 @@ export class ParquetStage {
         p.committed = mark.nextOffset;
         p.pendingBytes -= file.bytes;
         p.lastError = undefined;
+        this.foreign.delete(this.key(p.topic, p.partition));
         this.metrics.batchRows.observe({ sink: this.plan.id }, file.rows.length);
         this.metrics.batchDuration.observe({ sink: this.plan.id }, Number(process.hrtime.bigint() - t0) / 1e9);
         this.releaseDrained();
@@ -420,8 +427,15 @@ export class ParquetStage {
           const { bucket, key, client } = uploaded;
           await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key })).catch((e: unknown) => this.log.warn({ bucket, key, err: (e as Error).message }, "could not delete an object left in the tenant's old place"));
         }
-        if (err instanceof FencedError) {
+        if (err instanceof ForeignGroupError) {
+          // Not a race: this group cannot continue another group's files. Said once per partition
+          // (it repeats on every reload), and shown by /readyz until a file is stored.
+          if (!this.foreign.has(this.key(p.topic, p.partition))) this.log.error({ topic: p.topic, partition: p.partition, owner: err.ownerGroup }, err.message);
+          this.foreign.set(this.key(p.topic, p.partition), { topic: p.topic, partition: p.partition, error: err.message });
+        } else if (err instanceof FencedError) {
           this.log.warn({ topic: p.topic, partition: p.partition, err: err.message }, "Parquet file fenced; another worker owns the partition");
+        }
+        if (err instanceof FencedError) {
           this.metrics.fenced.inc({ topic: p.topic });
           if (p.generation === gen) {
             this.forget(p.topic, p.partition);

@@ -17,6 +17,24 @@ import type pg from "pg";
 import { FencedError, MillraceError } from "../../lib/errors.ts";
 
 /** The Parquet sink's name in millrace.sink_offsets. */
+
+/**
+ * The partition's Parquet files belong to another consumer group (docs/parquet.md, "One consumer
+ * group per Parquet sink"): this group cannot continue them. Not a race with another worker of the
+ * same group, so the worker reports it (log, /readyz) with the fix instead of as a plain fence.
+ */
+export class ForeignGroupError extends FencedError {
+  constructor(
+    topic: string,
+    partition: number,
+    readonly ownerGroup: string,
+  ) {
+    super(
+      `${topic}[${partition}]: its Parquet files belong to consumer group ${ownerGroup}; one consumer group per Parquet sink — run this worker with --consumer-group ${ownerGroup} to continue them (PostgreSQL is not affected; docs/parquet.md)`,
+    );
+  }
+}
+
 export const PARQUET_SINK = "s3_parquet";
 
 export type FileStatus = "planned" | "uploaded";
@@ -174,14 +192,17 @@ export async function planFile(pool: pg.Pool, plan: FilePlan, opts: PlanOptions 
       plan.partition,
       plan.firstOffset,
     ]);
-    if (existing.rows[0]) return { entry: toEntry(existing.rows[0]), created: false };
+    const ex = existing.rows[0];
+    if (ex && ex.consumer_group !== plan.consumerGroup) throw new ForeignGroupError(plan.topic, plan.partition, ex.consumer_group);
+    if (ex) return { entry: toEntry(ex), created: false };
 
-    const overlap = await c.query<{ first_offset: string; last_offset: string; status: string }>(
-      `SELECT first_offset, last_offset, status FROM millrace.parquet_files
+    const overlap = await c.query<{ first_offset: string; last_offset: string; status: string; consumer_group: string }>(
+      `SELECT first_offset, last_offset, status, consumer_group FROM millrace.parquet_files
        WHERE topic = $1 AND partition = $2 AND first_offset <= $4 AND last_offset >= $3 ORDER BY first_offset LIMIT 1`,
       [plan.topic, plan.partition, plan.firstOffset, plan.lastOffset],
     );
     const o = overlap.rows[0];
+    if (o && o.consumer_group !== plan.consumerGroup) throw new ForeignGroupError(plan.topic, plan.partition, o.consumer_group);
     if (o) {
       throw new FencedError(
         `${plan.topic}[${plan.partition}]: offsets ${plan.firstOffset}-${plan.lastOffset} overlap the ${o.status} file ${o.first_offset}-${o.last_offset}; another worker owns this partition or the replay did not start from the sink offset`,
@@ -194,14 +215,15 @@ export async function planFile(pool: pg.Pool, plan: FilePlan, opts: PlanOptions 
         throw new FencedError(`${plan.topic}[${plan.partition}]: the tenant's files now go to ${row.storage_mode === "dedicated" ? `s3://${row.storage_bucket}` : "the shared bucket"}, not s3://${plan.bucket} (tenants move)`);
       }
     }
-    const last = await c.query<{ last_offset: string }>(
-      "SELECT last_offset FROM millrace.parquet_files WHERE topic = $1 AND partition = $2 ORDER BY first_offset DESC LIMIT 1",
+    const last = await c.query<{ last_offset: string; consumer_group: string }>(
+      "SELECT last_offset, consumer_group FROM millrace.parquet_files WHERE topic = $1 AND partition = $2 ORDER BY first_offset DESC LIMIT 1",
       [plan.topic, plan.partition],
     );
     const stored = await readSinkOffset(c, sink, plan.consumerGroup, plan.topic, plan.partition);
     if (stored === -1) throw new FencedError(`${plan.topic}[${plan.partition}]: the tenant's store moved to another database (tenants/move.ts)`);
     const expected = last.rows[0] ? Number(last.rows[0].last_offset) + 1 : stored;
     if (expected !== undefined && plan.firstOffset !== expected && !(opts.allowGap && plan.firstOffset > expected)) {
+      if (last.rows[0] && last.rows[0].consumer_group !== plan.consumerGroup) throw new ForeignGroupError(plan.topic, plan.partition, last.rows[0].consumer_group);
       throw new FencedError(
         `${plan.topic}[${plan.partition}]: the next file must start at offset ${expected}, not ${plan.firstOffset}; another worker owns this partition or the replay did not start from the sink offset`,
       );

@@ -30,6 +30,7 @@ import {
   encodeParquet,
   listFiles,
   loadTenantStorage,
+  ForeignGroupError,
   locationObjectKey,
   ManifestConflictError,
   markUploaded,
@@ -357,6 +358,13 @@ describe("s3_parquet uploads, locations and manifest", () => {
     const second = racing[0]!.entry;
     await expect(planFile(db.writer, plan(120, 200))).rejects.toBeInstanceOf(FencedError); // overlap
     await expect(planFile(db.writer, plan(second.lastOffset + 2, 400))).rejects.toBeInstanceOf(FencedError); // gap
+    // Another consumer group over the same partition (docs/parquet.md, one group per Parquet sink):
+    // whether it starts at a recorded file, inside one, or past the last, it is told whose files they are.
+    for (const [a, b] of [[0, 99], [120, 200], [second.lastOffset + 2, 400]] as const) {
+      const err = await planFile(db.writer, plan(a, b, { consumerGroup: "another-group" })).catch((e: unknown) => e);
+      expect(err, `another group planning ${a}-${b}`).toBeInstanceOf(ForeignGroupError);
+      expect((err as Error).message).toBe(`${topic}[${partition}]: its Parquet files belong to consumer group ${GROUP}; one consumer group per Parquet sink — run this worker with --consumer-group ${GROUP} to continue them (PostgreSQL is not affected; docs/parquet.md)`);
+    }
     expect((await plannedFiles(db.writer, GROUP, topic, partition)).map((e) => e.firstOffset)).toEqual([0, 100]);
     expect(await sinkOffset(db.writer, PARQUET_SINK, GROUP, topic, partition)).toBeUndefined();
 
