@@ -173,15 +173,24 @@ export function registerDemoCommand(program: Command): void {
         process.stderr.write(`demo: produced ${stats.records + 3} records (${Math.round(stats.recordsPerSecond)} records/s)\n`);
 
         // Ingest until drained, in the topology's consumer group: a `./millrace run` afterwards
-        // continues exactly where the demo stopped (Parquet files are one consumer group's; docs/parquet.md).
+        // continues exactly where the demo stopped (Parquet files are one consumer group's;
+        // docs/parquet.md). A stack where an earlier version's demo wrote them under its own group
+        // keeps that group.
         const wanted = new Set(topics);
+        const owners = new Set<string>();
+        for (const t of DEMO_TENANTS) {
+          const r = await storeOf(t.tenantId).query<{ consumer_group: string }>("SELECT DISTINCT consumer_group FROM millrace.parquet_files WHERE topic = $1", [`sensor-data-${t.tenantId}`]);
+          for (const x of r.rows) owners.add(x.consumer_group);
+        }
+        const group = owners.size === 1 ? [...owners][0]! : plan.source.consumerGroup;
+        if (group !== plan.source.consumerGroup) process.stderr.write(`demo: the demo tenants' Parquet files belong to consumer group ${group} (an earlier demo): continuing in it; \`./millrace run --consumer-group ${group}\` continues them too\n`);
         worker = new IngestWorker(
-          plan,
+          { ...plan, source: { ...plan.source, consumerGroup: group } },
           { brokers: env.MILLRACE_KAFKA_BROKERS!.split(","), registryUrl: env.MILLRACE_SCHEMA_REGISTRY_URL!, pgUrl: env.MILLRACE_PG_ADMIN_URL!, pgRole: "millrace_writer", log, topicFilter: (t) => wanted.has(t) },
         );
         const ingestStart = Date.now();
         await worker.start();
-        await waitDrained(plan.source.consumerGroup, (topic) => storeOf(topic.slice("sensor-data-".length)), admin, topics, Number(opts.timeout) * 1000);
+        await waitDrained(group, (topic) => storeOf(topic.slice("sensor-data-".length)), admin, topics, Number(opts.timeout) * 1000);
         const ingestSeconds = (Date.now() - ingestStart) / 1000;
         await worker.drainDeadLetters();
         process.stderr.write("\ndemo: stopping the worker (uploads the Parquet files it still holds)…\n");
@@ -204,7 +213,7 @@ export function registerDemoCommand(program: Command): void {
           const f = await store.query<{ files: number; rows: string }>(
             `SELECT count(*)::int AS files, coalesce(sum(row_count), 0)::bigint AS rows
              FROM millrace.parquet_files WHERE consumer_group = $1 AND tenant_id = $2 AND status = 'uploaded'`,
-            [plan.source.consumerGroup, t.tenantId],
+            [group, t.tenantId],
           );
           if (f.rows[0] && f.rows[0].files > 0) filesBy.set(t.tenantId, f.rows[0]);
           // This run's alarms: one line per alarm, its steps in order.

@@ -347,4 +347,35 @@ describe("Parquet on S3 end to end", () => {
     }
     await worker.stop();
   });
+  it("a second consumer group over the same topic: PostgreSQL goes on, its Parquet is refused with the owner named, in the log and /readyz", async () => {
+    const t = randomUUID();
+    tenants.push(t);
+    await createTenant(db.admin, admin, { tenantId: t, name: "two-groups", partitions: 1 });
+    const first = testWorker(testPlan(), db.adminUrl, [`sensor-data-${t}`]);
+    workers.push(first);
+    await first.start();
+    await publish(t, 0, 100);
+    const owner = first.plan.source.consumerGroup;
+    await waitUntil("the first group's files in S3", () => inS3(t, owner), 90_000);
+    await first.stop();
+
+    const second = testWorker(testPlan(), db.adminUrl, [`sensor-data-${t}`]);
+    workers.push(second);
+    await second.start();
+    const stored = async () => (await db.admin.query("SELECT count(*)::int AS n FROM millrace.consumer_offsets WHERE consumer_group = $1 AND next_offset = 100", [second.plan.source.consumerGroup])).rows[0].n;
+    await waitUntil("the second group's PostgreSQL offset at the end", async () => (await stored()) === 1, 60_000);
+    const why = await waitUntil(
+      "readiness to name the group owning the Parquet files",
+      async () => {
+        const r = second.ready();
+        return !r.ready && r.why.find((w) => w.includes(`its Parquet files belong to consumer group ${owner}`) && w.includes(`--consumer-group ${owner}`));
+      },
+      60_000,
+    );
+    expect(why).toContain(`sensor-data-${t}[0]`);
+    // Nothing of the second group reached the manifest or the sink offsets.
+    const mine = await db.admin.query("SELECT count(*)::int AS n FROM millrace.parquet_files WHERE consumer_group = $1", [second.plan.source.consumerGroup]);
+    expect(mine.rows[0].n).toBe(0);
+    await second.stop();
+  });
 });
