@@ -23,6 +23,7 @@ import { syntheticReadings } from "../produce/synthetic.ts";
 import { repoRoot, stackContext } from "../stack/context.ts";
 import { stackUp } from "../stack/stack.ts";
 import { parquetStorageConfig, S3ClientCache } from "../sinks/s3-parquet/location.ts";
+import { positiveInt } from "./options.ts";
 import { ruleFlags, setRule } from "./rules.ts";
 import { createTenantLifecycle, listTenants, type CreateRequest, type DeploymentType } from "../tenants/lifecycle.ts";
 import { TenantDatabases } from "../tenants/database.ts";
@@ -89,9 +90,9 @@ export function registerDemoCommand(program: Command): void {
   program
     .command("demo")
     .description("set up the local stack and run the main job end to end: produce, ingest, summarise (safe to run twice)")
-    .option("--count <n>", "synthetic readings to produce", "30000")
-    .option("--timeout <seconds>", "give up if the worker has not drained by then", "300")
-    .action(async (opts: { count: string; timeout: string }) => {
+    .option("--count <n>", "synthetic readings to produce", positiveInt("--count"), 30000)
+    .option("--timeout <seconds>", "give up if the worker has not drained by then", positiveInt("--timeout"), 300)
+    .action(async (opts: { count: number; timeout: number }) => {
       const t0 = Date.now();
       const ctx = stackContext();
       const env = await stackUp(ctx);
@@ -139,7 +140,7 @@ export function registerDemoCommand(program: Command): void {
 
         // Produce: the stream, then a few records a real fleet sends by mistake.
         const runStart = Date.now();
-        const count = Number.parseInt(opts.count, 10);
+        const count = opts.count;
         process.stderr.write(`demo: producing ${count} synthetic readings for ${DEMO_TENANTS.length} tenants and one SKAB pump run…\n`);
         const all: ProduceRecord[] = [];
         for await (const r of demoRecords(count, runStart)) all.push(r);
@@ -190,7 +191,7 @@ export function registerDemoCommand(program: Command): void {
         );
         const ingestStart = Date.now();
         await worker.start();
-        await waitDrained(group, (topic) => storeOf(topic.slice("sensor-data-".length)), admin, topics, Number(opts.timeout) * 1000);
+        await waitDrained(group, (topic) => storeOf(topic.slice("sensor-data-".length)), admin, topics, opts.timeout * 1000);
         const ingestSeconds = (Date.now() - ingestStart) / 1000;
         await worker.drainDeadLetters();
         process.stderr.write("\ndemo: stopping the worker (uploads the Parquet files it still holds)…\n");

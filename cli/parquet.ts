@@ -6,7 +6,7 @@
  *   abort-stale  abort the incomplete multipart uploads under the tenant's prefix older than a duration
  * Settings: MILLRACE_PG_URL (or MILLRACE_PG_ADMIN_URL, acting as millrace_writer) and MILLRACE_S3_*.
  */
-import { InvalidArgumentError, type Command } from "commander";
+import { InvalidArgumentError, Option, type Command } from "commander";
 import type pg from "pg";
 import { loadStackEnv, optionalEnv, requireEnv } from "../lib/env.ts";
 import { formatDuration, parseDuration } from "../pipelines/topology/units.ts";
@@ -94,6 +94,9 @@ function printFooter(f: ObjectFooter): void {
   out.write(`${table([["#", "rows", "compressed", "codec"], ...f.footer.rowGroups.map((g, i) => [String(i), String(g.rows), humanBytes(g.compressedBytes), g.codecs.join(",")])]).replace(/^/gm, "  ")}\n`);
 }
 
+/** abort-stale's --older-than default: a worker's upload in progress is much younger. */
+const ABORT_STALE_OLDER_THAN_MS = 15 * 60_000;
+
 export function registerParquetCommands(program: Command): void {
   const cmd = program.command("parquet").description("a tenant's Parquet files on S3: list, inspect, verify against the manifest (docs/parquet.md)");
 
@@ -177,11 +180,16 @@ export function registerParquetCommands(program: Command): void {
     .command("abort-stale")
     .description("abort the incomplete multipart uploads under a tenant's prefix started more than --older-than ago (a worker's upload in progress is younger)")
     .requiredOption("--tenant <uuid>", "tenant id", tenantId)
-    .option("--older-than <duration>", "only uploads started longer ago than this (0s: all)", (raw: string) => {
-      const d = parseDuration(raw);
-      if (!d.ok) throw new InvalidArgumentError(d.message);
-      return d.value;
-    }, 15 * 60_000)
+    .addOption(
+      new Option("--older-than <duration>", "only uploads started longer ago than this (0s: all)")
+        .argParser((raw: string) => {
+          const d = parseDuration(raw);
+          if (!d.ok) throw new InvalidArgumentError(d.message);
+          return d.value;
+        })
+        // Shown in --help as 15m, not 900000.
+        .default(ABORT_STALE_OLDER_THAN_MS, formatDuration(ABORT_STALE_OLDER_THAN_MS)),
+    )
     .action(async (opts: { tenant: string; olderThan: number }) => {
       const ctx = context();
       try {

@@ -12,16 +12,9 @@ import { kafkaAuthFromEnv, parseSaslMechanism, type KafkaAuth } from "../lib/kaf
 import { CsvRowError, equipmentIdFromPath, parseMapping, readCsvReadings, SKAB_DELIMITER, SKAB_MAPPING, type CsvRecord } from "../produce/csv.ts";
 import { ID_PATTERN, parseTenantId, produceReadings, type BatchAck, type PublishStats } from "../produce/publisher.ts";
 import { syntheticReadings, syntheticReadingsPerTick, syntheticSpanMs, SYNTHETIC_DEFAULTS } from "../produce/synthetic.ts";
+import { positiveInt } from "./options.ts";
 
 // ------------------------------------------------------------------------------------- option parsing
-
-function positiveInt(name: string, allowZero = false) {
-  return (raw: string): number => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < (allowZero ? 0 : 1)) throw new InvalidArgumentError(`${name} must be an integer ≥ ${allowZero ? 0 : 1}, got ${raw}`);
-    return n;
-  };
-}
 
 function positiveNumber(name: string) {
   return (raw: string): number => {

@@ -59,14 +59,40 @@ export function ruleFlags(c: Readonly<RuleConfig>): RuleFlags {
   };
 }
 
+/** A plain decimal number: optional sign, digits with an optional fraction (or `.5`), optional exponent. */
+const DECIMAL = /^[+-]?(?:\d+(?:\.\d+)?|\.\d+)(?:e[+-]?\d+)?$/i;
+
+/** `raw` as a plain decimal number; undefined for anything else (empty, hex, binary, octal, Infinity, NaN…), unlike Number(). */
+function decimal(raw: string): number | undefined {
+  const t = raw.trim();
+  if (!DECIMAL.test(t)) return undefined;
+  const n = Number(t);
+  return Number.isFinite(n) ? n : undefined;
+}
+
 function levelValue(severity: Severity, raw: string): number | [number, number] | undefined {
-  if (raw === "none") return undefined;
-  const band = /^(-?[\d.]+(?:e-?\d+)?):(-?[\d.]+(?:e-?\d+)?)$/i.exec(raw.trim());
-  const v = band ? ([Number(band[1]), Number(band[2])] as [number, number]) : Number(raw);
-  if ((Array.isArray(v) && !v.every(Number.isFinite)) || (!Array.isArray(v) && !Number.isFinite(v))) {
-    throw new InvalidArgumentError(`--${severity}: expected a number, low:high or none, got ${raw}`);
+  if (raw.trim() === "none") return undefined;
+  const band = /^([^:]*):([^:]*)$/.exec(raw);
+  const v = band ? [decimal(band[1]!), decimal(band[2]!)] : decimal(raw);
+  if (v === undefined || (Array.isArray(v) && v.some((x) => x === undefined))) {
+    throw new InvalidArgumentError(`--${severity}: expected a decimal number (e.g. 2, -1.5, 3e-2), low:high (e.g. 0.5:2) or none, got ${JSON.stringify(raw)}`);
   }
-  return v;
+  return v as number | [number, number];
+}
+
+/** `--warning`/`--major`/`--critical`: refused at once when malformed; buildDefinition turns it into the level. */
+function levelOption(severity: Severity): (raw: string) => string {
+  return (raw) => {
+    levelValue(severity, raw);
+    return raw;
+  };
+}
+
+/** `--deadband`: a plain decimal number ≥ 0. */
+export function deadbandOption(raw: string): number {
+  const n = decimal(raw);
+  if (n === undefined || n < 0) throw new InvalidArgumentError(`--deadband must be a decimal number ≥ 0 (e.g. 0.2), got ${JSON.stringify(raw)}`);
+  return n;
 }
 
 /**
@@ -237,15 +263,11 @@ export function registerRulesCommands(program: Command): void {
     .option("--name <text>", "human-readable name")
     .option("--measure <measure>", "temperature, vibration, pressure or flow_rate")
     .option("--comparison <comparison>", "above, below or outside")
-    .option("--warning <value>", "warning level: a threshold, low:high for outside, or none")
-    .option("--major <value>", "major level: a threshold, low:high for outside, or none")
-    .option("--critical <value>", "critical level: a threshold, low:high for outside, or none")
+    .option("--warning <value>", "warning level: a threshold, low:high for outside, or none", levelOption("warning"))
+    .option("--major <value>", "major level: a threshold, low:high for outside, or none", levelOption("major"))
+    .option("--critical <value>", "critical level: a threshold, low:high for outside, or none", levelOption("critical"))
     .option("--sustain <duration>", "how long a level must hold before raising/escalating, e.g. 30s")
-    .option("--deadband <number>", "hysteresis in the measure's unit", (v) => {
-      const n = Number(v);
-      if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`--deadband must be a number ≥ 0, got ${v}`);
-      return n;
-    })
+    .option("--deadband <number>", "hysteresis in the measure's unit", deadbandOption)
     .option("--clear-sustain <duration>", "how long the value must be back before de-escalating/clearing")
     .option("--disable", "switch the default rule <id> off for this tenant")
     .option("--enable", "switch a rule back on")

@@ -25,6 +25,7 @@ import {
   type DeploymentType,
   type LifecycleContext,
   type TenantRow,
+  type UpdateRequest,
 } from "../tenants/lifecycle.ts";
 import type { Tier } from "../tenants/tiers.ts";
 import { tenantAclsInPlace, tenantKafkaUser, type TenantCredentials } from "../tenants/credentials.ts";
@@ -77,11 +78,29 @@ function positiveInt(v: string): number {
   return n;
 }
 
-function retentionArg(v: string): number | null {
-  if (v === "unlimited") return null;
-  const n = positiveInt(v);
-  if (n <= 0) throw new InvalidArgumentError("must be a positive number of days or 'unlimited'");
+/**
+ * `--retention-days`: a positive number of days, or `unlimited` (any case). It stays the word
+ * `unlimited` here (commander stores a parser's null as ""); {@link updateRequestOf} makes it null.
+ */
+function retentionArg(v: string): number | "unlimited" {
+  const t = v.trim();
+  if (t.toLowerCase() === "unlimited") return "unlimited";
+  const n = Number(t);
+  if (!/^\d+$/.test(t) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError("must be a positive number of days or 'unlimited'");
   return n;
+}
+
+export interface UpdateOptions {
+  name?: string;
+  tier?: Tier;
+  maxEquipment?: number;
+  retentionDays?: number | "unlimited";
+}
+
+/** `tenants update`'s options as an update request (`--retention-days unlimited`: null, no limit). */
+export function updateRequestOf(o: UpdateOptions): UpdateRequest {
+  const { retentionDays, ...rest } = o;
+  return retentionDays === undefined ? rest : { ...rest, retentionDays: retentionDays === "unlimited" ? null : retentionDays };
 }
 
 async function withContext<T>(fn: (ctx: LifecycleContext) => Promise<T>): Promise<T> {
@@ -216,9 +235,9 @@ export function registerTenantCommands(program: Command): void {
     .option("--tier <tier>", "basic | professional | enterprise", oneOf<Tier>(TIER_NAMES, "--tier"))
     .option("--max-equipment <n>", "equipment limit", positiveInt)
     .option("--retention-days <n|unlimited>", "retention in days, or unlimited", retentionArg)
-    .action(async (id: string, o: { name?: string; tier?: Tier; maxEquipment?: number; retentionDays?: number | null }) => {
+    .action(async (id: string, o: UpdateOptions) => {
       await withContext(async (ctx) => {
-        const r = await updateTenant(ctx.db, id, o);
+        const r = await updateTenant(ctx.db, id, updateRequestOf(o));
         out(`tenant ${r.tenant_id}: name ${JSON.stringify(r.tenant_name)}, tier ${r.subscription_tier}, retention ${retention(r)}, max equipment ${r.max_equipment}`);
       });
     });

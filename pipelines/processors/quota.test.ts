@@ -56,11 +56,24 @@ describe("QuotaGate", () => {
     expect(gate.check(T, "d")).toEqual({
       ok: false,
       reason: "quota_exceeded",
-      message: `equipment "d" is not registered and tenant ${T} already has 3 of its 3 equipment (max_equipment)`,
+      message: `equipment "d" is not registered and tenant ${T} has 3 registered equipment, its limit (max_equipment) is 3`,
     });
     await gate.prepare(T, rows("a", "b", "c", "a"));
     await gate.prepare(T, rows("d", "e")); // rejections are still fresh
     expect(store.calls).toHaveLength(1);
+  });
+
+  it("the refusal reads right when the limit was lowered below the equipment already registered", async () => {
+    const store = new FakeStore(4);
+    const gate = new QuotaGate({ store });
+    await gate.prepare(T, rows("a", "b", "c", "d"));
+    store.max = 3; // tenants update --max-equipment 3: the four stay registered
+    await gate.prepare(T, rows("e"));
+    expect(gate.check(T, "e")).toEqual({
+      ok: false,
+      reason: "quota_exceeded",
+      message: `equipment "e" is not registered and tenant ${T} has 4 registered equipment, its limit (max_equipment) is 3`,
+    });
   });
 
   it("asks again about a rejection after the TTL, or at once when the directory's limit changed", async () => {

@@ -190,7 +190,7 @@ export class QuotaGate {
       return {
         ok: false,
         reason: "quota_exceeded",
-        message: `equipment ${JSON.stringify(equipmentId.slice(0, 140))} is not registered and tenant ${tenantId} already has ${t.registered} of its ${t.maxEquipment} equipment (max_equipment)`,
+        message: `equipment ${JSON.stringify(equipmentId.slice(0, 140))} is not registered and tenant ${tenantId} has ${t.registered} registered equipment, its limit (max_equipment) is ${t.maxEquipment}`,
       };
     }
     throw new Error(`quota: equipment ${JSON.stringify(equipmentId)} of tenant ${tenantId} was not prepared (call prepare() for the chunk first)`);

@@ -49,6 +49,9 @@ describe("threshold rules: validation", () => {
     expect(problems({ id: "t", measure: "temperature", comparison: "above", levels: { warning: [1, 2] } })).toEqual([
       "levels.warning: an above rule takes one threshold per severity, not a band",
     ]);
+    expect(problems({ id: "t", measure: "pressure", comparison: "below", levels: { warning: [1, 2] } })).toEqual([
+      "levels.warning: a below rule takes one threshold per severity, not a band",
+    ]);
   });
 
   it("refuses unknown fields, measures, ids and units", () => {

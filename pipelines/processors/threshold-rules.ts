@@ -113,7 +113,7 @@ function ladderProblems(
       continue;
     }
     if (comparison !== "outside" && band) {
-      out.push({ path: ["levels", s], message: `an ${comparison} rule takes one threshold per severity, not a band` });
+      out.push({ path: ["levels", s], message: `${comparison === "above" ? "an" : "a"} ${comparison} rule takes one threshold per severity, not a band` });
       continue;
     }
     if (band) {
