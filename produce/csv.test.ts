@@ -108,6 +108,28 @@ describe("CSV replay", () => {
     expect(err3.message).toBe("short.csv:5: expected 11 cells as in the header, got 10");
   });
 
+  it("refuses a measure outside the 32-bit float range (it would be encoded as Infinity), as a bad row", async () => {
+    const big = SKAB_FIXTURE.replace("0.382638", "1e39");
+    const err = await failure(collect(Readable.from([big]), { name: "big.csv" }));
+    expect(err).toBeInstanceOf(CsvRowError);
+    expect(err.message).toBe('big.csv:3: pressure column: "1e39" is outside the 32-bit float range (±3.4028234663852886e+38) the readings are encoded with');
+
+    const skipped: CsvRowError[] = [];
+    const tooBig = SKAB_FIXTURE.replace("0.382638", "3.5e38").replace("-0.273216", "-3.5e38");
+    const recs = await collect(Readable.from([tooBig]), { name: "big.csv", onBadRow: "skip", onSkip: (e) => skipped.push(e) });
+    expect(recs.map((r) => r.line)).toEqual([2, 5]);
+    expect(skipped.map((e) => e.message)).toEqual([
+      'big.csv:3: pressure column: "3.5e38" is outside the 32-bit float range (±3.4028234663852886e+38) the readings are encoded with',
+      'big.csv:4: pressure column: "-3.5e38" is outside the 32-bit float range (±3.4028234663852886e+38) the readings are encoded with',
+    ]);
+
+    // FLT_MAX itself, and a value just above it that rounds to FLT_MAX in float32, are fine.
+    const edge = SKAB_FIXTURE.replace("0.382638", "3.4028234663852886e38").replace("-0.273216", "-3.4028235e38");
+    const ok = await collect(Readable.from([edge]));
+    expect(ok.map((r) => r.reading.pressure)).toEqual([0.054711, 3.4028234663852886e38, -3.4028235e38, 0.054711]);
+    expect(Math.fround(-3.4028235e38)).toBe(-3.4028234663852886e38);
+  });
+
   it("skips bad rows when told to, reporting each with its line", async () => {
     const bad = SKAB_FIXTURE.replace("79.5158", "hot").replace("2020-03-09 10:14:36", "yesterday");
     const skipped: CsvRowError[] = [];

@@ -5,8 +5,8 @@
  * (`;`-separated; `datetime;Accelerometer1RMS;…;Pressure;Temperature;…`). Times without a zone
  * (`2020-03-09 10:14:33`) are taken as UTC; ISO 8601 with `Z` or an offset is honoured; a plain
  * integer is epoch milliseconds. An empty measure cell is a null (sensor dropout). A row that cannot be
- * read (bad number or time, wrong number of cells, broken quoting) is an error naming the file and
- * line — it fails the replay (default) or is skipped and reported.
+ * read (bad number or time, a measure outside the 32-bit float range the readings are encoded with,
+ * wrong number of cells, broken quoting) is an error naming the file and line — it fails the replay (default) or is skipped and reported.
  */
 import { createReadStream } from "node:fs";
 import { basename, dirname, extname } from "node:path";
@@ -127,6 +127,19 @@ export function parseMeasure(text: string): number | null | undefined {
   if (s === "") return null;
   const v = Number(s);
   return Number.isFinite(v) ? v : undefined;
+}
+
+/** The largest finite 32-bit float (FLT_MAX): measures are Avro `float`s (schemas/sensor-reading.avsc). */
+export const FLOAT32_MAX = 3.4028234663852886e38;
+
+/**
+ * Whether a measure survives the Avro `float` encoding as a finite number; beyond the range it would
+ * be encoded as ±Infinity and dead-lettered by the worker (non_finite_value). Decided by rounding as
+ * the encoder does (Math.fround), not by comparing with FLOAT32_MAX: a value slightly above FLT_MAX
+ * (less than half a float32 step) still rounds to FLT_MAX and is encoded as that.
+ */
+export function fitsFloat32(v: number): boolean {
+  return Number.isFinite(Math.fround(v));
 }
 
 /** `valve1/3.csv` → `valve1-03`; `anomaly-free/anomaly-free.csv` → `anomaly-free`. Always a valid id. */
@@ -279,6 +292,9 @@ function toReading(cells: string[], columns: { field: MappedField; index: number
     } else {
       const v = parseMeasure(cell);
       if (v === undefined) throw new Error(`${field} column: ${JSON.stringify(cell)} is not a number`);
+      if (v !== null && !fitsFloat32(v)) {
+        throw new Error(`${field} column: ${JSON.stringify(cell)} is outside the 32-bit float range (±${FLOAT32_MAX}) the readings are encoded with`);
+      }
       reading[field] = v;
     }
   }
