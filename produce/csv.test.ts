@@ -97,7 +97,7 @@ describe("CSV replay", () => {
     const err = await failure(collect(Readable.from([bad]), { name: "bad.csv" }));
     expect(err).toBeInstanceOf(CsvRowError);
     expect((err as CsvRowError).line).toBe(3);
-    expect(err.message).toBe('bad.csv:3: temperature column: "79,5x" is not a number');
+    expect(err.message).toBe('bad.csv:3: temperature column: "79,5x" is not a number (expected a decimal number, e.g. 79.3366 or -1.5e-3)');
 
     const badTime = SKAB_FIXTURE.replace("2020-03-09 10:14:35", "2020-02-30 10:14:35");
     const err2 = await failure(collect(Readable.from([badTime]), { name: "bad.csv" }));
@@ -128,6 +128,17 @@ describe("CSV replay", () => {
     const ok = await collect(Readable.from([edge]));
     expect(ok.map((r) => r.reading.pressure)).toEqual([0.054711, 3.4028234663852886e38, -3.4028235e38, 0.054711]);
     expect(Math.fround(-3.4028235e38)).toBe(-3.4028234663852886e38);
+  });
+
+  it("reads measures in decimal notation only (not 0x10, 0b11, 0o17), NaN and Infinity refused, empty = null", async () => {
+    for (const cell of ["0x10", "0b11", "0o17", "0X1F", "NaN", "Infinity", "-Infinity", "1e", "1.2.3", "--1", "+", ".", "1 000", "1_000"]) {
+      const err = await failure(collect(Readable.from([SKAB_FIXTURE.replace("0.382638", cell)]), { name: "n.csv" }));
+      expect(err, cell).toBeInstanceOf(CsvRowError);
+      expect(err.message).toBe(`n.csv:3: pressure column: ${JSON.stringify(cell)} is not a number (expected a decimal number, e.g. 79.3366 or -1.5e-3)`);
+    }
+    const cells = ["16", " -3 ", "+15", ".5", "5.", "-1.5e-3", "2E+2", "0", ""];
+    const recs = await collect(Readable.from([[SKAB_HEADER, ...cells.map((c, i) => `2020-03-09 10:14:${10 + i};0;0;0;${c};0;0;0;0;0;0`)].join("\n")]));
+    expect(recs.map((r) => r.reading.pressure)).toEqual([16, -3, 15, 0.5, 5, -0.0015, 200, 0, null]);
   });
 
   it("skips bad rows when told to, reporting each with its line", async () => {

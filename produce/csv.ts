@@ -121,10 +121,17 @@ export function parseCsvTime(text: string): number | undefined {
   return undefined;
 }
 
-/** Parse a measure cell: empty → null; otherwise a finite number, or undefined if it is not one. */
+/** A plain decimal number: optional sign, digits with an optional fraction (`.5` and `5.` too), optional exponent. */
+const DECIMAL = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
+
+/**
+ * Parse a measure cell: empty → null; otherwise a finite decimal number, or undefined if it is not
+ * one. Only decimal notation is read: Number() alone would also take `0x10`, `0b11`, `0o17` (16, 3, 15).
+ */
 export function parseMeasure(text: string): number | null | undefined {
   const s = text.trim();
   if (s === "") return null;
+  if (!DECIMAL.test(s)) return undefined;
   const v = Number(s);
   return Number.isFinite(v) ? v : undefined;
 }
@@ -291,7 +298,7 @@ function toReading(cells: string[], columns: { field: MappedField; index: number
       reading.time = t;
     } else {
       const v = parseMeasure(cell);
-      if (v === undefined) throw new Error(`${field} column: ${JSON.stringify(cell)} is not a number`);
+      if (v === undefined) throw new Error(`${field} column: ${JSON.stringify(cell)} is not a number (expected a decimal number, e.g. 79.3366 or -1.5e-3)`);
       if (v !== null && !fitsFloat32(v)) {
         throw new Error(`${field} column: ${JSON.stringify(cell)} is outside the 32-bit float range (±${FLOAT32_MAX}) the readings are encoded with`);
       }
