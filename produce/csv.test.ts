@@ -170,6 +170,27 @@ describe("CSV replay", () => {
     ]);
   });
 
+  it("refuses a plain-integer time before 2001-09-09 as epoch ms (it looks like epoch seconds) instead of guessing", async () => {
+    const csv = "ts,temp_c\n1796355600000,21.5\n1796355600,22\n1000000000000,23\n";
+    const opts = { name: "s.csv", delimiter: ",", mapping: parseMapping("time=ts,temperature=temp_c") };
+    const err = await failure(collect(Readable.from([csv]), opts));
+    expect(err).toBeInstanceOf(CsvRowError);
+    expect(err.message).toBe(
+      's.csv:3: time column: "1796355600" as epoch milliseconds is 1970-01-21T18:59:15.600Z, before 2001-09-09: it looks like epoch seconds; ' +
+        "the column must be epoch milliseconds (or ISO 8601)",
+    );
+    const skipped: CsvRowError[] = [];
+    const recs = await collect(Readable.from([csv]), { ...opts, onBadRow: "skip", onSkip: (e) => skipped.push(e) });
+    expect(recs.map((r) => r.reading.time)).toEqual([1796355600000, 1e12]);
+    expect(skipped.map((e) => e.line)).toEqual([3]);
+
+    expect(parseCsvTime("1796355600000")).toBe(Date.UTC(2026, 11, 4, 3, 40));
+    expect(parseCsvTime(" 1000000000000 ")).toBe(1e12);
+    expect(parseCsvTime("999999999999")).toBeUndefined();
+    expect(parseCsvTime("1796355600")).toBeUndefined();
+    expect(parseCsvTime("0")).toBeUndefined();
+  });
+
   it("moves a file in time when asked, keeping the spacing", async () => {
     const at = Date.UTC(2026, 5, 1, 12);
     const recs = await collect(Readable.from([SKAB_FIXTURE]), { startAt: at });

@@ -4,9 +4,11 @@
  * A column mapping says which column feeds which field; the default is the SKAB benchmark's layout
  * (`;`-separated; `datetime;Accelerometer1RMS;…;Pressure;Temperature;…`). Times without a zone
  * (`2020-03-09 10:14:33`) are taken as UTC; ISO 8601 with `Z` or an offset is honoured; a plain
- * integer is epoch milliseconds. An empty measure cell is a null (sensor dropout). A row that cannot be
- * read (bad number or time, a measure outside the 32-bit float range the readings are encoded with,
- * wrong number of cells, broken quoting) is an error naming the file and line — it fails the replay (default) or is skipped and reported.
+ * integer is epoch milliseconds, and one before 2001-09-09 (< 1e12, most likely epoch seconds) is
+ * refused rather than guessed at. An empty measure cell is a null (sensor dropout). A row that cannot
+ * be read (bad number or time, a measure outside the 32-bit float range the readings are encoded
+ * with, wrong number of cells, broken quoting) is an error naming the file and line — it fails the
+ * replay (default) or is skipped and reported.
  */
 import { createReadStream } from "node:fs";
 import { basename, dirname, extname } from "node:path";
@@ -98,10 +100,25 @@ export class CsvRowError extends Error {
 const LOCAL_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?$/;
 const ZONED_TIME = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})$/i;
 
-/** Parse a time cell to epoch ms; zone-less times are UTC. Returns undefined if it is not a time. */
+/**
+ * The smallest plain-integer time accepted, 2001-09-09T01:46:40Z in epoch ms: a smaller integer is
+ * most likely epoch seconds (1796355600 s is 2026-12-04; as ms it would be 1970-01-21), and units
+ * are not guessed.
+ */
+export const MIN_EPOCH_MS = 1e12;
+
+const EPOCH_MS = /^\d{1,16}$/;
+
+/**
+ * Parse a time cell to epoch ms; zone-less times are UTC. Returns undefined if it is not a time,
+ * including a plain integer below {@link MIN_EPOCH_MS}.
+ */
 export function parseCsvTime(text: string): number | undefined {
   const s = text.trim();
-  if (/^\d{1,16}$/.test(s)) return Number(s);
+  if (EPOCH_MS.test(s)) {
+    const t = Number(s);
+    return t >= MIN_EPOCH_MS ? t : undefined;
+  }
   const m = LOCAL_TIME.exec(s);
   if (m) {
     const [, y, mo, d, h, mi, sec, frac] = m;
@@ -294,6 +311,12 @@ function toReading(cells: string[], columns: { field: MappedField; index: number
     const cell = cells[index] ?? "";
     if (field === "time") {
       const t = parseCsvTime(cell);
+      if (t === undefined && EPOCH_MS.test(cell.trim())) {
+        throw new Error(
+          `time column: ${JSON.stringify(cell)} as epoch milliseconds is ${new Date(Number(cell.trim())).toISOString()}, before 2001-09-09: it looks like epoch seconds; ` +
+            "the column must be epoch milliseconds (or ISO 8601)",
+        );
+      }
       if (t === undefined) throw new Error(`time column: ${JSON.stringify(cell)} is not a time (expected e.g. 2020-03-09 10:14:33, ISO 8601 or epoch ms)`);
       reading.time = t;
     } else {
