@@ -3,12 +3,12 @@
  *
  * A column mapping says which column feeds which field; the default is the SKAB benchmark's layout
  * (`;`-separated; `datetime;Accelerometer1RMS;…;Pressure;Temperature;…`). Times without a zone
- * (`2020-03-09 10:14:33`) are taken as UTC; ISO 8601 with `Z` or an offset is honoured; a plain
- * integer is epoch milliseconds, and one before 2001-09-09 (< 1e12, most likely epoch seconds) is
- * refused rather than guessed at. An empty measure cell is a null (sensor dropout). A row that cannot
- * be read (bad number or time, a measure outside the 32-bit float range the readings are encoded
- * with, wrong number of cells, broken quoting) is an error naming the file and line — it fails the
- * replay (default) or is skipped and reported.
+ * (`2020-03-09 10:14:33`) are taken as UTC, a date alone (`2020-03-09`) as its midnight UTC; ISO 8601
+ * with `Z` or an offset is honoured; a plain integer is epoch milliseconds, and one before 2001-09-09
+ * (< 1e12, most likely epoch seconds) is refused rather than guessed at. An empty measure cell is a
+ * null (sensor dropout). A row that cannot be read (bad number or time, a measure outside the 32-bit
+ * float range the readings are encoded with, wrong number of cells, broken quoting) is an error
+ * naming the file and line — it fails the replay (default) or is skipped and reported.
  */
 import { createReadStream } from "node:fs";
 import { basename, dirname, extname } from "node:path";
@@ -97,7 +97,8 @@ export class CsvRowError extends Error {
   }
 }
 
-const LOCAL_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?$/;
+/** A zone-less time, or a date alone (midnight); taken as UTC. */
+const LOCAL_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?$/;
 const ZONED_TIME = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})$/i;
 
 /**
@@ -110,8 +111,8 @@ export const MIN_EPOCH_MS = 1e12;
 const EPOCH_MS = /^\d{1,16}$/;
 
 /**
- * Parse a time cell to epoch ms; zone-less times are UTC. Returns undefined if it is not a time,
- * including a plain integer below {@link MIN_EPOCH_MS}.
+ * Parse a time cell to epoch ms; zone-less times are UTC, a date alone is its midnight UTC. Returns
+ * undefined if it is not a time, including a plain integer below {@link MIN_EPOCH_MS}.
  */
 export function parseCsvTime(text: string): number | undefined {
   const s = text.trim();
@@ -123,10 +124,10 @@ export function parseCsvTime(text: string): number | undefined {
   if (m) {
     const [, y, mo, d, h, mi, sec, frac] = m;
     const ms = frac === undefined ? 0 : Math.round(Number(`0.${frac}`) * 1000);
-    const t = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(sec ?? 0), ms);
+    const t = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h ?? 0), Number(mi ?? 0), Number(sec ?? 0), ms);
     // Date.UTC rolls over (Feb 30 → Mar 2); refuse instead.
     const back = new Date(t);
-    if (back.getUTCMonth() !== Number(mo) - 1 || back.getUTCDate() !== Number(d) || Number(h) > 23 || Number(mi) > 59 || Number(sec ?? 0) > 59) {
+    if (back.getUTCMonth() !== Number(mo) - 1 || back.getUTCDate() !== Number(d) || Number(h ?? 0) > 23 || Number(mi ?? 0) > 59 || Number(sec ?? 0) > 59) {
       return undefined;
     }
     return t;
@@ -317,7 +318,7 @@ function toReading(cells: string[], columns: { field: MappedField; index: number
             "the column must be epoch milliseconds (or ISO 8601)",
         );
       }
-      if (t === undefined) throw new Error(`time column: ${JSON.stringify(cell)} is not a time (expected e.g. 2020-03-09 10:14:33, ISO 8601 or epoch ms)`);
+      if (t === undefined) throw new Error(`time column: ${JSON.stringify(cell)} is not a time (expected e.g. 2020-03-09 10:14:33, 2020-03-09, ISO 8601 or epoch ms)`);
       reading.time = t;
     } else {
       const v = parseMeasure(cell);
