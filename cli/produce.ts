@@ -258,7 +258,12 @@ export function registerProduceCommands(program: Command): void {
     .option("--map <field=column,...>", `column mapping (default ${Object.entries(SKAB_MAPPING).map(([k, v]) => `${k}=${v}`).join(",")}; given fields override it, \`field=\` leaves a measure unmapped)`)
     .option("--delimiter <c>", "field delimiter (\\t or tab for a tab)", delimiter, SKAB_DELIMITER)
     .option("--skip-bad-rows", "skip rows that cannot be read (reported on stderr) instead of failing")
-    .option("--start-at <time>", "move each file in time so that its first row is at this instant: ISO 8601, now or now-<duration> (e.g. now-1h)", parseTime)
+    .option(
+      "--start-at <time>",
+      "move each file in time so that its first row is at this instant: ISO 8601, now or now-<duration> (e.g. now-1h); " +
+        "use it to replay old files such as SKAB (2020) into a tenant whose retention would refuse them",
+      parseTime,
+    )
     .option("--rate <r>", "records per second (default: as fast as possible)", positiveNumber("rate"))
     .option("--count <n>", "stop after this many records", positiveInt("count"))
     .option("--batch-size <n>", "records per Kafka batch", positiveInt("batch size"))
@@ -272,10 +277,11 @@ export function registerProduceCommands(program: Command): void {
         if (skipped <= 20) process.stderr.write(`produce: skipped ${e.message}\n`);
         else if (skipped === 21) process.stderr.write("produce: (more skipped rows are counted, not shown)\n");
       };
+      let firstTime: number | undefined;
       async function* all(): AsyncGenerator<CsvRecord> {
         for (const [i, file] of files.entries()) {
           process.stderr.write(`produce: ${file} → equipment ${ids[i]}\n`);
-          yield* readCsvReadings(file, {
+          for await (const rec of readCsvReadings(file, {
             tenantId: opts.tenant,
             equipmentId: ids[i]!,
             facilityId: opts.facilityId,
@@ -284,13 +290,34 @@ export function registerProduceCommands(program: Command): void {
             onBadRow: opts.skipBadRows ? "skip" : "fail",
             onSkip,
             startAt: opts.startAt,
-          });
+          })) {
+            firstTime ??= rec.reading.time;
+            yield rec;
+          }
         }
       }
       const stats = await run(all(), opts.count, opts);
       if (skipped > 0) process.stderr.write(`produce: ${skipped} bad row(s) skipped\n`);
       printSummary(stats);
+      const hint = oldReplayHint(firstTime, opts.startAt !== undefined, Date.now());
+      if (hint !== undefined) process.stderr.write(`${hint}\n`);
     });
+}
+
+/** Age of a replay's first reading beyond which {@link oldReplayHint} points at --start-at. */
+const OLD_REPLAY_MS = 30 * 86_400_000;
+
+/**
+ * After `produce csv`: when the first reading is more than 30 days old and --start-at was not given,
+ * a hint line (not an error) that readings older than the tenant's retention are dead-lettered, and
+ * how to replay the file as recent data. The producer does not know the tenant's retention.
+ */
+export function oldReplayHint(firstTime: number | undefined, startAtGiven: boolean, now: number): string | undefined {
+  if (firstTime === undefined || startAtGiven || now - firstTime <= OLD_REPLAY_MS) return undefined;
+  return (
+    `produce: hint: the first reading is from ${new Date(firstTime).toISOString()}, more than 30 days ago; readings older than the tenant's retention ` +
+    "are dead-lettered as time_too_old — to replay the file as recent data, give --start-at now-1h"
+  );
 }
 
 function equipmentIds(files: string[], given: string | undefined): string[] {

@@ -97,15 +97,48 @@ describe("CSV replay", () => {
     const err = await failure(collect(Readable.from([bad]), { name: "bad.csv" }));
     expect(err).toBeInstanceOf(CsvRowError);
     expect((err as CsvRowError).line).toBe(3);
-    expect(err.message).toBe('bad.csv:3: temperature column: "79,5x" is not a number');
+    expect(err.message).toBe('bad.csv:3: temperature column: "79,5x" is not a number (expected a decimal number, e.g. 79.3366 or -1.5e-3)');
 
     const badTime = SKAB_FIXTURE.replace("2020-03-09 10:14:35", "2020-02-30 10:14:35");
     const err2 = await failure(collect(Readable.from([badTime]), { name: "bad.csv" }));
-    expect(err2.message).toMatch(/^bad\.csv:4: time column: "2020-02-30 10:14:35" is not a time/);
+    expect(err2.message).toBe('bad.csv:4: time column: "2020-02-30 10:14:35" is not a time (expected e.g. 2020-03-09 10:14:33, 2020-03-09, ISO 8601 or epoch ms)');
 
     const short = SKAB_FIXTURE.replace("2020-03-09 10:14:36;0.0265747;", "2020-03-09 10:14:36;");
     const err3 = await failure(collect(Readable.from([short]), { name: "short.csv" }));
     expect(err3.message).toBe("short.csv:5: expected 11 cells as in the header, got 10");
+  });
+
+  it("refuses a measure outside the 32-bit float range (it would be encoded as Infinity), as a bad row", async () => {
+    const big = SKAB_FIXTURE.replace("0.382638", "1e39");
+    const err = await failure(collect(Readable.from([big]), { name: "big.csv" }));
+    expect(err).toBeInstanceOf(CsvRowError);
+    expect(err.message).toBe('big.csv:3: pressure column: "1e39" is outside the 32-bit float range (±3.4028234663852886e+38) the readings are encoded with');
+
+    const skipped: CsvRowError[] = [];
+    const tooBig = SKAB_FIXTURE.replace("0.382638", "3.5e38").replace("-0.273216", "-3.5e38");
+    const recs = await collect(Readable.from([tooBig]), { name: "big.csv", onBadRow: "skip", onSkip: (e) => skipped.push(e) });
+    expect(recs.map((r) => r.line)).toEqual([2, 5]);
+    expect(skipped.map((e) => e.message)).toEqual([
+      'big.csv:3: pressure column: "3.5e38" is outside the 32-bit float range (±3.4028234663852886e+38) the readings are encoded with',
+      'big.csv:4: pressure column: "-3.5e38" is outside the 32-bit float range (±3.4028234663852886e+38) the readings are encoded with',
+    ]);
+
+    // FLT_MAX itself, and a value just above it that rounds to FLT_MAX in float32, are fine.
+    const edge = SKAB_FIXTURE.replace("0.382638", "3.4028234663852886e38").replace("-0.273216", "-3.4028235e38");
+    const ok = await collect(Readable.from([edge]));
+    expect(ok.map((r) => r.reading.pressure)).toEqual([0.054711, 3.4028234663852886e38, -3.4028235e38, 0.054711]);
+    expect(Math.fround(-3.4028235e38)).toBe(-3.4028234663852886e38);
+  });
+
+  it("reads measures in decimal notation only (not 0x10, 0b11, 0o17), NaN and Infinity refused, empty = null", async () => {
+    for (const cell of ["0x10", "0b11", "0o17", "0X1F", "NaN", "Infinity", "-Infinity", "1e", "1.2.3", "--1", "+", ".", "1 000", "1_000"]) {
+      const err = await failure(collect(Readable.from([SKAB_FIXTURE.replace("0.382638", cell)]), { name: "n.csv" }));
+      expect(err, cell).toBeInstanceOf(CsvRowError);
+      expect(err.message).toBe(`n.csv:3: pressure column: ${JSON.stringify(cell)} is not a number (expected a decimal number, e.g. 79.3366 or -1.5e-3)`);
+    }
+    const cells = ["16", " -3 ", "+15", ".5", "5.", "-1.5e-3", "2E+2", "0", ""];
+    const recs = await collect(Readable.from([[SKAB_HEADER, ...cells.map((c, i) => `2020-03-09 10:14:${10 + i};0;0;0;${c};0;0;0;0;0;0`)].join("\n")]));
+    expect(recs.map((r) => r.reading.pressure)).toEqual([16, -3, 15, 0.5, 5, -0.0015, 200, 0, null]);
   });
 
   it("skips bad rows when told to, reporting each with its line", async () => {
@@ -126,15 +159,37 @@ describe("CSV replay", () => {
     expect(err2.message).toMatch(/only one column: is the delimiter right\?/);
   });
 
-  it("takes a custom mapping and delimiter; ISO times with zones; unmapped measures are null", async () => {
-    const csv = "ts,temp_c,vib\n2026-01-01T00:00:00Z,21.5,0.1\n2026-01-01T01:00:00+01:00,22,\n1767225600000,23.25,0.3\n";
+  it("takes a custom mapping and delimiter; ISO times with zones, a date alone; unmapped measures are null", async () => {
+    const csv = "ts,temp_c,vib\n2026-01-01T00:00:00Z,21.5,0.1\n2026-01-01T01:00:00+01:00,22,\n1767225600000,23.25,0.3\n2026-12-04,24,0.4\n";
     const recs = await collect(Readable.from([csv]), { delimiter: ",", mapping: parseMapping("time=ts,temperature=temp_c,vibration=vib") });
-    expect(recs.map((r) => r.reading.time)).toEqual([Date.UTC(2026, 0, 1), Date.UTC(2026, 0, 1), 1767225600000]);
+    expect(recs.map((r) => r.reading.time)).toEqual([Date.UTC(2026, 0, 1), Date.UTC(2026, 0, 1), 1767225600000, Date.UTC(2026, 11, 4)]);
     expect(recs.map((r) => [r.reading.temperature, r.reading.vibration, r.reading.pressure])).toEqual([
       [21.5, 0.1, null],
       [22, null, null],
       [23.25, 0.3, null],
+      [24, 0.4, null],
     ]);
+  });
+
+  it("refuses a plain-integer time before 2001-09-09 as epoch ms (it looks like epoch seconds) instead of guessing", async () => {
+    const csv = "ts,temp_c\n1796355600000,21.5\n1796355600,22\n1000000000000,23\n";
+    const opts = { name: "s.csv", delimiter: ",", mapping: parseMapping("time=ts,temperature=temp_c") };
+    const err = await failure(collect(Readable.from([csv]), opts));
+    expect(err).toBeInstanceOf(CsvRowError);
+    expect(err.message).toBe(
+      's.csv:3: time column: "1796355600" as epoch milliseconds is 1970-01-21T18:59:15.600Z, before 2001-09-09: it looks like epoch seconds; ' +
+        "the column must be epoch milliseconds (or ISO 8601)",
+    );
+    const skipped: CsvRowError[] = [];
+    const recs = await collect(Readable.from([csv]), { ...opts, onBadRow: "skip", onSkip: (e) => skipped.push(e) });
+    expect(recs.map((r) => r.reading.time)).toEqual([1796355600000, 1e12]);
+    expect(skipped.map((e) => e.line)).toEqual([3]);
+
+    expect(parseCsvTime("1796355600000")).toBe(Date.UTC(2026, 11, 4, 3, 40));
+    expect(parseCsvTime(" 1000000000000 ")).toBe(1e12);
+    expect(parseCsvTime("999999999999")).toBeUndefined();
+    expect(parseCsvTime("1796355600")).toBeUndefined();
+    expect(parseCsvTime("0")).toBeUndefined();
   });
 
   it("moves a file in time when asked, keeping the spacing", async () => {
@@ -157,6 +212,11 @@ describe("CSV replay", () => {
     expect(parseCsvTime("2020-03-09T10:14:33.250")).toBe(Date.UTC(2020, 2, 9, 10, 14, 33, 250));
     expect(parseCsvTime("2020-03-09 10:14:33+02:00")).toBe(Date.UTC(2020, 2, 9, 8, 14, 33));
     expect(parseCsvTime("2020-13-01 00:00:00")).toBeUndefined();
+    // A date alone is its midnight, UTC like the other zone-less times; impossible dates are refused.
+    expect(parseCsvTime("2026-12-04")).toBe(Date.UTC(2026, 11, 4));
+    expect(parseCsvTime(" 2020-03-09 ")).toBe(Date.UTC(2020, 2, 9));
+    expect(parseCsvTime("2020-02-30")).toBeUndefined();
+    expect(parseCsvTime("2020-3-9")).toBeUndefined();
     expect(parseCsvTime("soon")).toBeUndefined();
 
     expect(equipmentIdFromPath("../shared/datasets/skab/valve1/3.csv")).toBe("valve1-03");

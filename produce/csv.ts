@@ -3,10 +3,12 @@
  *
  * A column mapping says which column feeds which field; the default is the SKAB benchmark's layout
  * (`;`-separated; `datetime;Accelerometer1RMS;…;Pressure;Temperature;…`). Times without a zone
- * (`2020-03-09 10:14:33`) are taken as UTC; ISO 8601 with `Z` or an offset is honoured; a plain
- * integer is epoch milliseconds. An empty measure cell is a null (sensor dropout). A row that cannot be
- * read (bad number or time, wrong number of cells, broken quoting) is an error naming the file and
- * line — it fails the replay (default) or is skipped and reported.
+ * (`2020-03-09 10:14:33`) are taken as UTC, a date alone (`2020-03-09`) as its midnight UTC; ISO 8601
+ * with `Z` or an offset is honoured; a plain integer is epoch milliseconds, and one before 2001-09-09
+ * (< 1e12, most likely epoch seconds) is refused rather than guessed at. An empty measure cell is a
+ * null (sensor dropout). A row that cannot be read (bad number or time, a measure outside the 32-bit
+ * float range the readings are encoded with, wrong number of cells, broken quoting) is an error
+ * naming the file and line — it fails the replay (default) or is skipped and reported.
  */
 import { createReadStream } from "node:fs";
 import { basename, dirname, extname } from "node:path";
@@ -95,21 +97,37 @@ export class CsvRowError extends Error {
   }
 }
 
-const LOCAL_TIME = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?$/;
+/** A zone-less time, or a date alone (midnight); taken as UTC. */
+const LOCAL_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?$/;
 const ZONED_TIME = /^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})$/i;
 
-/** Parse a time cell to epoch ms; zone-less times are UTC. Returns undefined if it is not a time. */
+/**
+ * The smallest plain-integer time accepted, 2001-09-09T01:46:40Z in epoch ms: a smaller integer is
+ * most likely epoch seconds (1796355600 s is 2026-12-04; as ms it would be 1970-01-21), and units
+ * are not guessed.
+ */
+export const MIN_EPOCH_MS = 1e12;
+
+const EPOCH_MS = /^\d{1,16}$/;
+
+/**
+ * Parse a time cell to epoch ms; zone-less times are UTC, a date alone is its midnight UTC. Returns
+ * undefined if it is not a time, including a plain integer below {@link MIN_EPOCH_MS}.
+ */
 export function parseCsvTime(text: string): number | undefined {
   const s = text.trim();
-  if (/^\d{1,16}$/.test(s)) return Number(s);
+  if (EPOCH_MS.test(s)) {
+    const t = Number(s);
+    return t >= MIN_EPOCH_MS ? t : undefined;
+  }
   const m = LOCAL_TIME.exec(s);
   if (m) {
     const [, y, mo, d, h, mi, sec, frac] = m;
     const ms = frac === undefined ? 0 : Math.round(Number(`0.${frac}`) * 1000);
-    const t = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(sec ?? 0), ms);
+    const t = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h ?? 0), Number(mi ?? 0), Number(sec ?? 0), ms);
     // Date.UTC rolls over (Feb 30 → Mar 2); refuse instead.
     const back = new Date(t);
-    if (back.getUTCMonth() !== Number(mo) - 1 || back.getUTCDate() !== Number(d) || Number(h) > 23 || Number(mi) > 59 || Number(sec ?? 0) > 59) {
+    if (back.getUTCMonth() !== Number(mo) - 1 || back.getUTCDate() !== Number(d) || Number(h ?? 0) > 23 || Number(mi ?? 0) > 59 || Number(sec ?? 0) > 59) {
       return undefined;
     }
     return t;
@@ -121,12 +139,32 @@ export function parseCsvTime(text: string): number | undefined {
   return undefined;
 }
 
-/** Parse a measure cell: empty → null; otherwise a finite number, or undefined if it is not one. */
+/** A plain decimal number: optional sign, digits with an optional fraction (`.5` and `5.` too), optional exponent. */
+const DECIMAL = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$/i;
+
+/**
+ * Parse a measure cell: empty → null; otherwise a finite decimal number, or undefined if it is not
+ * one. Only decimal notation is read: Number() alone would also take `0x10`, `0b11`, `0o17` (16, 3, 15).
+ */
 export function parseMeasure(text: string): number | null | undefined {
   const s = text.trim();
   if (s === "") return null;
+  if (!DECIMAL.test(s)) return undefined;
   const v = Number(s);
   return Number.isFinite(v) ? v : undefined;
+}
+
+/** The largest finite 32-bit float (FLT_MAX): measures are Avro `float`s (schemas/sensor-reading.avsc). */
+export const FLOAT32_MAX = 3.4028234663852886e38;
+
+/**
+ * Whether a measure survives the Avro `float` encoding as a finite number; beyond the range it would
+ * be encoded as ±Infinity and dead-lettered by the worker (non_finite_value). Decided by rounding as
+ * the encoder does (Math.fround), not by comparing with FLOAT32_MAX: a value slightly above FLT_MAX
+ * (less than half a float32 step) still rounds to FLT_MAX and is encoded as that.
+ */
+export function fitsFloat32(v: number): boolean {
+  return Number.isFinite(Math.fround(v));
 }
 
 /** `valve1/3.csv` → `valve1-03`; `anomaly-free/anomaly-free.csv` → `anomaly-free`. Always a valid id. */
@@ -274,11 +312,20 @@ function toReading(cells: string[], columns: { field: MappedField; index: number
     const cell = cells[index] ?? "";
     if (field === "time") {
       const t = parseCsvTime(cell);
-      if (t === undefined) throw new Error(`time column: ${JSON.stringify(cell)} is not a time (expected e.g. 2020-03-09 10:14:33, ISO 8601 or epoch ms)`);
+      if (t === undefined && EPOCH_MS.test(cell.trim())) {
+        throw new Error(
+          `time column: ${JSON.stringify(cell)} as epoch milliseconds is ${new Date(Number(cell.trim())).toISOString()}, before 2001-09-09: it looks like epoch seconds; ` +
+            "the column must be epoch milliseconds (or ISO 8601)",
+        );
+      }
+      if (t === undefined) throw new Error(`time column: ${JSON.stringify(cell)} is not a time (expected e.g. 2020-03-09 10:14:33, 2020-03-09, ISO 8601 or epoch ms)`);
       reading.time = t;
     } else {
       const v = parseMeasure(cell);
-      if (v === undefined) throw new Error(`${field} column: ${JSON.stringify(cell)} is not a number`);
+      if (v === undefined) throw new Error(`${field} column: ${JSON.stringify(cell)} is not a number (expected a decimal number, e.g. 79.3366 or -1.5e-3)`);
+      if (v !== null && !fitsFloat32(v)) {
+        throw new Error(`${field} column: ${JSON.stringify(cell)} is outside the 32-bit float range (±${FLOAT32_MAX}) the readings are encoded with`);
+      }
       reading[field] = v;
     }
   }
